@@ -1,0 +1,306 @@
+"""The `supportbot` command line: serve, chat, logs, eval, triage, db, oncall, escalations."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bot.config import Config, load_config
+from bot.errors import ConfigError
+from bot.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="supportbot: a Slack bot for support channels.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(db_app, name="db")
+
+# Piped output (less, files) gets a wide table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 200)
+errors = Console(stderr=True)
+
+
+class LogFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    errors.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_settings_and_config() -> tuple[Settings, Config]:
+    """Validate the environment and the config before anything starts; a clear message, not a traceback."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]).upper() or "environment"
+        raise _fail(f"bad environment ({where}): {str(first['msg']).removeprefix('Value error, ')}") from None
+    try:
+        config = load_config(settings.supportbot_config)
+    except ConfigError as exc:
+        raise _fail(f"config refused: {exc}") from None
+    return settings, config
+
+
+def _run(coro: Awaitable[T]) -> T:
+    from bot.observability import configure_logging
+
+    configure_logging("WARNING")
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# --- serve and chat ---------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="TCP port")] = 3000,
+    host: Annotated[str, typer.Option(help="interface to bind; beyond loopback needs SUPPORTBOT_DASHBOARD_TOKEN")] = "127.0.0.1",
+) -> None:
+    """Run the bot: Slack HTTP or Socket Mode with credentials, else local mode with the web playground."""
+    from bot.observability import configure_logging
+    from bot.web.server import serve as run_server
+
+    settings, config = load_settings_and_config()
+    if host not in ("127.0.0.1", "localhost", "::1") and settings.supportbot_dashboard_token is None:
+        raise _fail(f"binding to {host} exposes the dashboard: set SUPPORTBOT_DASHBOARD_TOKEN first")
+    configure_logging(settings.supportbot_log_level, settings.supportbot_log_format)
+    asyncio.run(run_server(settings, config, host=host, port=port))
+
+
+@app.command()
+def chat(
+    user: Annotated[str, typer.Option(help="user id to chat as")] = "UCLI",
+    thread: Annotated[bool | None, typer.Option("--thread/--no-thread",
+                                                help="keep one thread (default when interactive)")] = None,
+) -> None:
+    """Chat with the bot in the terminal through the same pipeline; pipe lines in for one message each."""
+    settings, config = load_settings_and_config()
+    interactive = sys.stdin.isatty()
+    keep_thread = interactive if thread is None else thread
+    _run(_chat(settings, config, user=user, keep_thread=keep_thread, interactive=interactive))
+
+
+async def _chat(settings: Settings, config: Config, *, user: str, keep_thread: bool, interactive: bool) -> None:
+    from bot.domain import InboundMessage
+    from bot.local_chat import LocalChat
+    from bot.runtime import build_runtime
+
+    chat_port = LocalChat()
+    runtime = await build_runtime(settings, config, chat=chat_port)
+    mode = "offline provider" if runtime.llm.provider == "offline" else "Claude"
+    if interactive:
+        console.print(f"[bold]supportbot chat[/] — {mode}, router {config.router.mode}. "
+                      "Type a message; /new starts a new thread, /quit leaves.")
+    root: str | None = None
+    try:
+        while True:
+            if interactive:
+                line = await asyncio.to_thread(console.input, "[bold cyan]you>[/] ")
+            else:
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if line == "":
+                    break
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/quit", "/exit"):
+                break
+            if text == "/new":
+                root = None
+                console.print("[dim]new thread[/]")
+                continue
+            ts = chat_port.next_ts()
+            msg = InboundMessage(source="cli", team="TCLI", channel="CCLI", user=user, text=text, ts=ts,
+                                 event_id=f"cli-{ts}", thread_ts=root if keep_thread else None, channel_type="im")
+            if keep_thread and root is None:
+                root = ts
+            result = await runtime.pipeline.handle(msg)
+            _print_result(result)
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        await runtime.close()
+
+
+def _print_result(result: Any) -> None:
+    if result.route is None:
+        note = "; ".join(result.notes) or result.outcome
+        console.print(f"[dim]({note})[/]", highlight=False)
+        return
+    voted = ""
+    if result.vote is not None:
+        voted = f", voted {result.vote.majority} {result.vote.agreement:.0%}"
+    escalated = f", escalated #{result.escalation_id}" if result.escalation_id else ""
+    console.print(f"[bold]route:[/] {result.route} ({result.confidence:.2f}, {result.decided_by}{voted}{escalated})",
+                  highlight=False)
+    console.print(Text.assemble(("bot> ", "bold green"), result.reply or ""), highlight=False)
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def parse_since(value: str | None, now: datetime) -> datetime | None:
+    """'24h', '30m', '7d', '2w' ago, or an ISO date/time (UTC when no zone is given)."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", value)
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match[2]]
+        return now - timedelta(**{unit: int(match[1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"cannot read {value!r} as a time: use 24h, 30m, 7d or an ISO date like 2026-01-31") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+LOG_COLUMNS = ["created_at", "channel", "thread_ts", "user", "text", "route", "confidence", "decided_by",
+               "escalated", "voted", "vote_agreement", "reply", "latency_ms"]
+
+
+@app.command()
+def logs(
+    route: Annotated[str | None, typer.Option(help="only this route")] = None,
+    decided_by: Annotated[str | None, typer.Option(help="rules|local|llm|hybrid|correction")] = None,
+    escalated: Annotated[bool | None, typer.Option("--escalated/--not-escalated", help="only (not) escalated")] = None,
+    voted: Annotated[bool | None, typer.Option("--voted/--not-voted", help="only (not) voted")] = None,
+    confidence_below: Annotated[float | None, typer.Option(help="only decisions less sure than this")] = None,
+    channel: Annotated[str | None, typer.Option(help="only this channel id")] = None,
+    user: Annotated[str | None, typer.Option(help="only this user id")] = None,
+    since: Annotated[str | None, typer.Option(help="e.g. 24h, 7d, or 2026-01-31")] = None,
+    until: Annotated[str | None, typer.Option(help="e.g. 1h, or 2026-02-01")] = None,
+    search: Annotated[str | None, typer.Option("--search", "--text", help="text in the message or reply")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    format: Annotated[LogFormat, typer.Option("--format", help="table, json (one object a line) or csv")] = LogFormat.table,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new decisions")] = False,
+) -> None:
+    """Review routing decisions, newest first (oldest first with --follow)."""
+    from storage.repositories import LogFilter
+
+    settings, _ = load_settings_and_config()
+    if decided_by and decided_by not in ("rules", "local", "llm", "hybrid", "correction"):
+        raise _fail("--decided-by must be one of rules, local, llm, hybrid, correction")
+    now = datetime.now(UTC)
+    filters = LogFilter(route=route, decided_by=decided_by, escalated=escalated, voted=voted,
+                        confidence_below=confidence_below, channel=channel, user=user,
+                        since=parse_since(since, now), until=parse_since(until, now), text=search, limit=limit)
+    _run(_logs(settings, filters, format, follow))
+
+
+async def _logs(settings: Settings, filters: Any, fmt: LogFormat, follow: bool) -> None:
+    from dataclasses import replace
+
+    from storage import repositories as repo
+    from storage.engine import open_database, upgrade
+
+    await upgrade(settings.database_url)
+    db = open_database(settings.database_url)
+    try:
+        async with db.sessions() as session:
+            rows = await repo.query_logs(session, filters)
+        rows.reverse() if follow else None
+        emit = _log_emitter(fmt)
+        emit(rows, True)
+        last = max((row.id for row in rows), default=0)
+        while follow:
+            await asyncio.sleep(1.0)
+            async with db.sessions() as session:
+                rows = await repo.query_logs(session, replace(filters, after_id=last, limit=1000), oldest_first=True)
+            if rows:
+                emit(rows, False)
+                last = rows[-1].id
+    except KeyboardInterrupt:
+        pass
+    finally:
+        await db.dispose()
+
+
+def _log_emitter(fmt: LogFormat) -> Callable[[list[Any], bool], None]:
+    if fmt is LogFormat.json:
+        def emit_json(rows: list[Any], _first: bool) -> None:
+            for row in rows:
+                sys.stdout.write(json.dumps(row.as_json(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        return emit_json
+    if fmt is LogFormat.csv:
+        def emit_csv(rows: list[Any], first: bool) -> None:
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+            if first:
+                writer.writeheader()
+            for row in rows:
+                writer.writerow(row.as_json())
+            sys.stdout.write(buffer.getvalue())
+            sys.stdout.flush()
+        return emit_csv
+
+    def emit_table(rows: list[Any], first: bool) -> None:
+        if first and not rows:
+            console.print("[dim]no routing decisions match[/]")
+            return
+        table = Table(show_header=first, box=None, pad_edge=False)
+        for column in ("when", "channel", "user", "route", "conf", "by", "esc", "vote"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
+        table.add_column("reply", overflow="ellipsis", no_wrap=True, ratio=1)
+        for row in rows:
+            table.add_row(
+                row.created_at.strftime("%Y-%m-%d %H:%M:%S"), row.channel, row.user or "", row.route,
+                f"{row.confidence:.2f}", row.decided_by, "yes" if row.escalated else "",
+                f"{row.vote_agreement:.0%}" if row.vote_agreement is not None else "",
+                _clip(row.text, 60), _clip(row.reply or "", 60),
+            )
+        console.print(table)
+    return emit_table
+
+
+def _clip(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# --- database ----------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply Alembic migrations to DATABASE_URL (serve also does this on start)."""
+    from sqlalchemy.engine import make_url
+
+    from storage.engine import normalize_url, upgrade_blocking
+
+    settings, _ = load_settings_and_config()
+    try:
+        upgrade_blocking(settings.database_url, revision)
+    except Exception as exc:
+        raise _fail(f"migration failed: {type(exc).__name__}: {exc}", 1) from None
+    safe = make_url(normalize_url(settings.database_url)).render_as_string(hide_password=True)
+    console.print(f"database at {safe} is at revision {revision}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""The TOML config — routes, personas, rules, escalation and voting — loaded into validated objects."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.errors import ConfigError
+
+RouterMode = Literal["rules", "local", "llm", "hybrid"]
+ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BotSection(_Section):
+    name: str = "supportbot"
+    # Every top-level message in these channels is handled; DMs and @mentions anywhere.
+    support_channels: list[str] = []
+    # Staff besides on-call: their replies in a thread take it over, they may press page buttons.
+    staff: list[str] = []
+    # "thanks!", "ok" and friends get no reply.
+    ignore_pleasantries: bool = True
+    # Thread history sent to the model is trimmed to this many characters, newest kept.
+    history_budget_chars: Annotated[int, Field(ge=200, le=200_000)] = 8_000
+    # Messages processed at once after the ack.
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 16
+    # Keywords that make any reply go through voting.
+    sensitive_keywords: list[str] = []
+
+
+class RuleConfig(_Section):
+    route: str
+    pattern: str
+    name: str | None = None
+    # Higher wins when several rules match.
+    priority: int = 100
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return pattern
+
+
+class RouterSection(_Section):
+    mode: RouterMode = "hybrid"
+    # Below it, hybrid mode asks the LLM.
+    confidence_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
+    rules: list[RuleConfig] = []
+    # Model used by the LLM router.
+    model: str = "claude-haiku-4-5"
+    # Train the local classifier on the shipped, attributed training set besides route examples.
+    use_shipped_training_data: bool = True
+
+
+class RouteConfig(_Section):
+    persona: str
+    description: str = ""
+    system_prompt: str = ""
+    model: str = "claude-haiku-4-5"
+    max_tokens: Annotated[int, Field(ge=16, le=8192)] = 1024
+    sensitive: bool = False
+    escalate: bool = False
+    examples: list[str] = []
+
+
+class RotationShift(_Section):
+    user: str
+    # Days and hours in the rotation's time zone, e.g. days = ["mon", "tue"], start = "09:00".
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = [
+        "mon", "tue", "wed", "thu", "fri", "sat", "sun",
+    ]
+    start: str = "00:00"
+    end: str = "24:00"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        match = re.fullmatch(r"(\d{2}):(\d{2})", value)
+        if not match or int(match[1]) > 24 or int(match[2]) > 59 or (match[1] == "24" and match[2] != "00"):
+            raise ValueError(f"{value!r} is not a time of day as HH:MM (00:00 to 24:00)")
+        return value
+
+
+class RotationConfig(_Section):
+    timezone: str = "UTC"
+    shifts: list[RotationShift] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from exc
+        return value
+
+
+class EscalationSection(_Section):
+    oncall: list[str] = []
+    usergroup: str | None = None
+    rotation: RotationConfig | None = None
+    # Where pages go; DM to on-call when unset.
+    channel: str | None = None
+    # After repage_max unanswered re-pages the page goes here, mentioning the whole group.
+    fallback_channel: str | None = None
+    ack_timeout_s: Annotated[int, Field(ge=5, le=7 * 24 * 3600)] = 600
+    repage_max: Annotated[int, Field(ge=0, le=20)] = 2
+    # Unresolved escalations expire after this many hours.
+    expire_after_h: Annotated[int, Field(ge=1, le=24 * 90)] = 72
+
+    @field_validator("oncall")
+    @classmethod
+    def _user_ids(cls, users: list[str]) -> list[str]:
+        for user in users:
+            if not SLACK_USER_ID.match(user):
+                raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
+        return users
+
+
+class VotingSection(_Section):
+    samples: Annotated[int, Field(ge=1, le=15)] = 5
+    min_agreement: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
+    strategy: Literal["majority", "judge"] = "majority"
+    # Replies are also voted on when the router was less sure than this.
+    low_confidence_below: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+
+
+class LLMSection(_Section):
+    timeout_s: Annotated[float, Field(gt=0.0, le=600.0)] = 30.0
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    # Tried once when the route's model keeps failing; unset means escalate instead.
+    fallback_model: str | None = "claude-sonnet-4-6"
+    # US dollars per million tokens, for cost estimates on the dashboard.
+    prices: dict[str, dict[str, float]] = {
+        "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.1},
+        "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_read": 0.3},
+        "claude-opus-4-7": {"input": 5.0, "output": 25.0, "cache_read": 0.5},
+    }
+
+
+class Config(_Section):
+    """The whole validated config; `source` names the file it came from."""
+
+    bot: BotSection = BotSection()
+    router: RouterSection = RouterSection()
+    fallback_route: str = "general"
+    routes: dict[str, RouteConfig]
+    escalation: EscalationSection = EscalationSection()
+    voting: VotingSection = VotingSection()
+    llm: LLMSection = LLMSection()
+    source: str = "<built-in default config>"
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Config:
+        if not self.routes:
+            raise _KeyedError("routes", "at least one route must be defined under [routes.<name>]")
+        for name in self.routes:
+            if not ROUTE_NAME.match(name):
+                raise _KeyedError(f"routes.{name}", "a route name must be lowercase letters, digits, - or _")
+        if self.fallback_route not in self.routes:
+            raise _KeyedError(
+                "fallback_route",
+                f"{self.fallback_route!r} is not a defined route "
+                f"(defined: {', '.join(sorted(self.routes))})"
+            )
+        for index, rule in enumerate(self.router.rules):
+            if rule.route not in self.routes:
+                raise _KeyedError(
+                    f"router.rules.{index}.route",
+                    f"rule points at route {rule.route!r}, which is not defined "
+                    f"(defined: {', '.join(sorted(self.routes))})",
+                )
+        return self
+
+    @property
+    def route_names(self) -> list[str]:
+        return list(self.routes)
+
+    def route(self, name: str) -> RouteConfig:
+        return self.routes[name]
+
+    def price(self, model: str) -> dict[str, float] | None:
+        return self.llm.prices.get(model)
+
+
+class _KeyedError(ValueError):
+    """A cross-field validation error that knows the exact key at fault."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(reason)
+
+
+DEFAULT_CONFIG_RESOURCE = "default_config.toml"
+
+
+def default_config_text() -> str:
+    return resources.files("bot").joinpath(DEFAULT_CONFIG_RESOURCE).read_text(encoding="utf-8")
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Load and validate the config at `path`, or the built-in default; raise ConfigError naming the key."""
+    if path is None:
+        return parse_config(default_config_text(), source=None)
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found (check SUPPORTBOT_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read the file: {exc.strerror}") from None
+    return parse_config(text, source=file)
+
+
+def parse_config(text: str, *, source: Path | None) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    if "routes" not in data:
+        # A file that only tunes the router or escalation keeps the built-in routes.
+        data["routes"] = tomllib.loads(default_config_text())["routes"]
+    data["source"] = str(source) if source is not None else "<built-in default config>"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(source, exc) from None
+
+
+def _config_error(source: Path | None, exc: ValidationError) -> ConfigError:
+    first = exc.errors(include_url=False)[0]
+    key = ".".join(str(part) for part in first["loc"])
+    context = first.get("ctx") or {}
+    inner = context.get("error")
+    if isinstance(inner, _KeyedError):
+        return ConfigError(source, inner.key, inner.reason)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key; check the spelling against the README's configuration reference"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError(source, key, message)
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """A JSON-friendly summary of the routes, for the dashboard and `supportbot chat`."""
+    return {
+        name: {"persona": route.persona, "model": route.model, "sensitive": route.sensitive,
+               "escalate": route.escalate}
+        for name, route in config.routes.items()
+    }

@@ -1,0 +1,378 @@
+"""The path of one message: dedupe -> load thread -> route -> handle -> vote -> reply or escalate -> record.
+
+`accept` runs before the transport acks (the inbox row is the proof of receipt); `process` runs
+after it, holding a lease on the inbox row so that exactly one worker, on any replica, answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.domain import InboundMessage, ProcessResult, ThreadState, Turn, VoteResult
+from bot.errors import LLMError, TransportError
+from bot.escalation import EscalationRequest, EscalationService
+from bot.llm.base import LLM
+from bot.metrics import Metrics
+from bot.mrkdwn import to_mrkdwn
+from bot.ports import ChatTransport, ReplyKind
+from bot.router.base import RouteDecision, Router, RoutingContext
+from bot.voting import Voter
+from handlers.persona import PersonaHandler
+from handlers.registry import HandlerRegistry
+from storage import repositories as repo
+from storage.engine import Database
+from storage.models import InboundEvent, Vote, VoteSampleRow
+from storage.models import RouteDecision as DecisionRow
+
+log = structlog.get_logger(__name__)
+
+LEASE = timedelta(minutes=3)
+MAX_ATTEMPTS = 5
+RETRY_BACKOFF_S = (5, 30, 120, 600)
+PLEASANTRY = re.compile(
+    r"^\W*(thanks?( you)?( so much| a lot)?|thx|ty|cheers|ok(ay)?|k|cool|great|perfect|awesome|got it|"
+    r"sounds good|will do|np|no worries|:[a-z0-9_+-]+:|👍|🙏|🙌|✅)[\s!.:)]*\W*$",
+    re.IGNORECASE,
+)
+FAILURE_NOTE = ("Sorry, something went wrong on my side while answering. I've asked a person from the "
+                "support team to pick this up here.")
+LLM_DOWN_NOTE = ("Sorry, I can't draft an answer right now (our AI service isn't responding). I've "
+                 "asked a person from the support team to reply in this thread.")
+VOTE_NOTE = ("Thanks, I want a person to double-check the answer to this one. I've asked someone "
+             "from the support team to reply in this thread.")
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What the handling steps decided to say, and whether a human was paged."""
+
+    text: str
+    kind: ReplyKind
+    outcome: str
+    escalation_id: int | None = None
+    vote: VoteResult | None = None
+
+
+class Pipeline:
+    def __init__(
+        self, *, config: Config, db: Database, router: Router, handlers: HandlerRegistry, voter: Voter,
+        escalations: EscalationService, chat: ChatTransport, llm: LLM, clock: Clock, metrics: Metrics,
+        instance_id: str,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.router = router
+        self.handlers = handlers
+        self.voter = voter
+        self.escalations = escalations
+        self.chat = chat
+        self.llm = llm
+        self.clock = clock
+        self.metrics = metrics
+        self.instance_id = instance_id
+
+    # --- entry points -------------------------------------------------------------------------
+
+    async def accept(self, msg: InboundMessage) -> int | None:
+        """Step 1, before the ack: record the message in the inbox; None if it was seen before."""
+        async with self.db.sessions.begin() as session:
+            inbox_id = await repo.insert_inbound(
+                session, dedupe_key=msg.dedupe_key, event_id=msg.event_id, source=msg.source,
+                payload=dataclasses.asdict(msg), now=self.clock.now(),
+            )
+        if inbox_id is None:
+            self.metrics.duplicates.inc()
+            log.info("duplicate_dropped", event_id=msg.event_id, dedupe_key=msg.dedupe_key)
+        return inbox_id
+
+    async def handle(self, msg: InboundMessage) -> ProcessResult:
+        """Accept and process at once (terminal chat, playground, tests)."""
+        inbox_id = await self.accept(msg)
+        if inbox_id is None:
+            return ProcessResult(outcome="ignored", duplicate=True)
+        result = await self.process(inbox_id)
+        return result or ProcessResult(outcome="ignored", duplicate=True)
+
+    async def process(self, inbox_id: int) -> ProcessResult | None:
+        """Everything after the ack. None when another worker holds or finished this message."""
+        async with self.db.sessions.begin() as session:
+            event = await repo.claim_inbound(session, inbox_id, owner=self.instance_id,
+                                             now=self.clock.now(), lease=LEASE)
+        if event is None:
+            return None
+        msg = InboundMessage(**event.payload)
+        structlog.contextvars.bind_contextvars(
+            team=msg.team, channel=msg.channel, thread_ts=msg.root_ts, event_id=msg.event_id)
+        self.metrics.in_flight.inc()
+        try:
+            return await self._process_claimed(event, msg)
+        finally:
+            self.metrics.in_flight.dec()
+            structlog.contextvars.unbind_contextvars("team", "channel", "thread_ts", "event_id", "route")
+
+    async def _process_claimed(self, event: InboundEvent, msg: InboundMessage) -> ProcessResult | None:
+        if event.reply_ts is not None:
+            await self._finish(event, outcome=event.outcome or "replied")
+            return ProcessResult(outcome="replied", notes=("already answered before a restart",))
+        await self._working(msg, True)
+        try:
+            return await self._run(event, msg)
+        except TransportError as exc:
+            await self._retry_later(event, exc)
+            return ProcessResult(outcome="failed", notes=(f"delivery failed, will retry: {exc}",))
+        except Exception as exc:
+            log.exception("pipeline_failed")
+            return await self._fail_safe(event, msg, exc)
+        finally:
+            await self._working(msg, False)
+
+    async def record_staff_message(
+        self, *, team: str, channel: str, thread_ts: str, user: str, text: str, ts: str
+    ) -> bool:
+        """A staff member wrote in a bot thread: the human takes it over and the bot goes quiet."""
+        now = self.clock.now()
+        async with self.db.sessions.begin() as session:
+            conversation = await repo.find_conversation(session, team=team, channel=channel, thread_ts=thread_ts)
+            if conversation is None:
+                return False
+            if await repo.find_message(session, conversation.id, ts) is None:
+                await repo.add_message(session, conversation_id=conversation.id, role="staff", user=user,
+                                       ts=ts, text=text, now=now)
+            if conversation.state != "taken_over":
+                await repo.set_conversation_state(session, conversation.id, "taken_over", now=now, by=user)
+                log.info("thread_taken_over", conversation_id=conversation.id, staff=user)
+        return True
+
+    async def is_bot_thread(self, team: str, channel: str, thread_ts: str) -> bool:
+        async with self.db.sessions() as session:
+            found = await repo.find_conversation(session, team=team, channel=channel, thread_ts=thread_ts)
+        return found is not None
+
+    # --- the steps ----------------------------------------------------------------------------
+
+    async def _run(self, event: InboundEvent, msg: InboundMessage) -> ProcessResult:
+        thread, message_id = await self._load_thread(msg)
+        if thread.state in ("escalated", "taken_over"):
+            await self._finish(event, outcome="quiet")
+            return ProcessResult(outcome="quiet", notes=(f"a person has this thread ({thread.state})",))
+        if self.config.bot.ignore_pleasantries and PLEASANTRY.match(msg.text.strip()):
+            await self._finish(event, outcome="ignored")
+            return ProcessResult(outcome="ignored", notes=("pleasantry, no reply needed",))
+
+        decision, decision_id = await self._route(msg, thread, message_id)
+        structlog.contextvars.bind_contextvars(route=decision.route)
+        if event.reply_intent is not None:
+            # Recovering after a crash mid-delivery: say what was decided then, nothing new.
+            outcome = event.outcome or "replied"
+            handled = Handled(event.reply_intent, "reply" if outcome == "replied" else "notice", outcome)
+        else:
+            handled = await self._handle(msg, thread, decision, decision_id)
+        posted_text = await self._deliver(event, msg, handled)
+        latency_ms = (self.clock.now() - event.received_at).total_seconds() * 1000
+        async with self.db.sessions.begin() as session:
+            await repo.finish_decision(session, decision_id, outcome=handled.outcome, reply_text=posted_text,
+                                       escalated=handled.outcome == "escalated", latency_ms=latency_ms)
+        await self._finish(event, outcome=handled.outcome)
+        self.metrics.messages.labels(decision.route, handled.outcome).inc()
+        self.metrics.pipeline_latency.labels(handled.outcome).observe(latency_ms / 1000)
+        log.info("message_handled", outcome=handled.outcome, decided_by=decision.decided_by,
+                 confidence=round(decision.confidence, 3), latency_ms=round(latency_ms, 1))
+        return ProcessResult(
+            outcome="escalated" if handled.outcome == "escalated" else "replied",
+            route=decision.route, confidence=decision.confidence, decided_by=decision.decided_by,
+            reason=decision.reason, reply=posted_text, escalation_id=handled.escalation_id, vote=handled.vote,
+        )
+
+    async def _load_thread(self, msg: InboundMessage) -> tuple[ThreadState, int]:
+        """The conversation with its history before this message; the message itself is stored once."""
+        now = self.clock.now()
+        async with self.db.sessions.begin() as session:
+            conversation, created = await repo.get_or_create_conversation(
+                session, source=msg.source, team=msg.team, channel=msg.channel, thread_ts=msg.root_ts,
+                user=msg.user, now=now)
+            stored = await repo.find_message(session, conversation.id, msg.ts)
+            if stored is None:
+                stored = await repo.add_message(session, conversation_id=conversation.id, role="user",
+                                                user=msg.user, ts=msg.ts, text=msg.text, event_id=msg.event_id,
+                                                now=now)
+            earlier = await repo.thread_messages(session, conversation.id, before_id=stored.id, limit=50)
+            history = [Turn(role=m.role, text=m.text, user=m.user) for m in earlier]  # type: ignore[arg-type]
+            state = conversation.state
+            message_id = stored.id
+        if created and msg.thread_ts is not None and not history:
+            # Joined a thread late (mentioned mid-thread): take its earlier messages as context.
+            history = await self._earlier_in_slack(msg)
+        return ThreadState(conversation_id=conversation.id, history=tuple(history), state=state), message_id
+
+    async def _earlier_in_slack(self, msg: InboundMessage) -> list[Turn]:
+        try:
+            turns = await self.chat.thread_history(msg.channel, msg.root_ts)
+        except TransportError as exc:
+            log.warning("thread_history_unavailable", error=str(exc))
+            return []
+        return [turn for turn in turns if turn.text != msg.text]
+
+    async def _route(self, msg: InboundMessage, thread: ThreadState, message_id: int) -> tuple[RouteDecision, int]:
+        async with self.db.sessions() as session:
+            existing = await repo.decision_for_message(session, message_id)
+        if existing is not None:
+            # A retry after a crash: keep the decision already made and logged.
+            return RouteDecision(route=existing.route, confidence=existing.confidence,
+                                 decided_by=existing.decided_by,  # type: ignore[arg-type]
+                                 reason=existing.reason, scores=existing.scores), existing.id
+        context = RoutingContext(history=tuple(t.text for t in thread.history if t.role == "user"),
+                                 conversation_id=thread.conversation_id)
+        decision = await self.router.route(msg.text, context)
+        if decision.route not in self.handlers:
+            decision = dataclasses.replace(
+                decision, route=self.config.fallback_route,
+                reason=f"{decision.reason}; unknown route {decision.route!r} replaced by the fallback")
+        async with self.db.sessions.begin() as session:
+            row = await repo.add_decision(session, DecisionRow(
+                conversation_id=thread.conversation_id, message_id=message_id, route=decision.route,
+                confidence=decision.confidence, decided_by=decision.decided_by, reason=decision.reason[:4000],
+                scores={k: round(v, 4) for k, v in decision.scores.items()},
+                router_mode=getattr(self.router, "name", "custom"), router_latency_ms=decision.latency_ms,
+                llm_calls=decision.llm_calls, created_at=self.clock.now()))
+            decision_id = row.id
+        return decision, decision_id
+
+    async def _handle(
+        self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision, decision_id: int
+    ) -> Handled:
+        handler = self.handlers[decision.route]
+        if handler.escalates:
+            trigger = "rule" if decision.decided_by == "rules" else "route"
+            escalation_id = await self._escalate(msg, thread, decision, decision_id, trigger, decision.reason)
+            return Handled(handler.acknowledgement(), "notice", "escalated", escalation_id)
+        try:
+            vote_reason = self.voter.reason_to_vote(handler, msg.text, decision.confidence)
+            if vote_reason is not None:
+                return await self._vote(msg, thread, decision, decision_id, handler, vote_reason)
+            draft = await handler.draft(self.llm, thread.history, msg.text,
+                                        conversation_id=thread.conversation_id)
+        except LLMError as exc:
+            log.warning("llm_failed", kind=exc.kind, error=str(exc))
+            escalation_id = await self._escalate(msg, thread, decision, decision_id, "llm_failure",
+                                                 f"the LLM failed ({exc.kind}): {exc}")
+            return Handled(LLM_DOWN_NOTE, "notice", "escalated", escalation_id)
+        if not draft.text:
+            escalation_id = await self._escalate(msg, thread, decision, decision_id, "llm_failure",
+                                                 "the LLM returned an empty reply")
+            return Handled(LLM_DOWN_NOTE, "notice", "escalated", escalation_id)
+        return Handled(to_mrkdwn(draft.text), "reply", "replied")
+
+    async def _vote(
+        self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision, decision_id: int,
+        handler: PersonaHandler, vote_reason: str,
+    ) -> Handled:
+        started = self.clock.monotonic()
+        result = await self.voter.vote(handler, thread.history, msg.text, conversation_id=thread.conversation_id)
+        async with self.db.sessions.begin() as session:
+            await repo.add_vote(session, Vote(
+                decision_id=decision_id, strategy=result.strategy, samples_requested=len(result.samples),
+                majority=result.majority, agreement=result.agreement, escalated=result.escalate,
+                chosen=result.chosen, reason=f"{vote_reason}; {result.reason}",
+                latency_ms=(self.clock.monotonic() - started) * 1000, created_at=self.clock.now(),
+            ), [VoteSampleRow(index=s.index, verdict=s.verdict, draft=s.draft, reason=s.reason,
+                              llm_call_id=s.llm_call_id) for s in result.samples])
+        if result.escalate or result.chosen is None:
+            drafts = tuple(dict.fromkeys(s.draft for s in result.samples if s.draft))
+            escalation_id = await self._escalate(msg, thread, decision, decision_id, "vote", result.reason,
+                                                 drafts=drafts)
+            return Handled(VOTE_NOTE, "notice", "escalated", escalation_id, vote=result)
+        return Handled(to_mrkdwn(result.chosen), "reply", "replied", vote=result)
+
+    async def _escalate(
+        self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision | None, decision_id: int | None,
+        trigger: str, reason: str, *, drafts: tuple[str, ...] = (),
+    ) -> int:
+        return await self.escalations.escalate(EscalationRequest(
+            msg=msg, conversation_id=thread.conversation_id, trigger=trigger, reason=reason,
+            decision_id=decision_id, route=decision.route if decision else None,
+            confidence=decision.confidence if decision else None, drafts=drafts))
+
+    async def _deliver(self, event: InboundEvent, msg: InboundMessage, handled: Handled) -> str:
+        """Post the reply exactly once: the intent is written first, so a crash is detected later."""
+        if event.reply_intent is not None:
+            found = await self.chat.find_reply(msg)
+            if found is not None:
+                await self._store_reply(event, msg, event.reply_intent, found.ts)
+                return event.reply_intent
+        else:
+            async with self.db.sessions.begin() as session:
+                await repo.set_reply_intent(session, event.id, handled.text, outcome=handled.outcome)
+        posted = await self.chat.post_reply(msg, handled.text, kind=handled.kind)
+        await self._store_reply(event, msg, handled.text, posted.ts)
+        return handled.text
+
+    async def _store_reply(self, event: InboundEvent, msg: InboundMessage, text: str, ts: str) -> None:
+        now = self.clock.now()
+        async with self.db.sessions.begin() as session:
+            await repo.set_reply_posted(session, event.id, ts)
+            conversation = await repo.find_conversation(session, team=msg.team, channel=msg.channel,
+                                                        thread_ts=msg.root_ts)
+            if conversation is not None:
+                await repo.add_message(session, conversation_id=conversation.id, role="assistant", text=text,
+                                       ts=ts, now=now)
+
+    # --- endings --------------------------------------------------------------------------------
+
+    async def _finish(self, event: InboundEvent, *, outcome: str, status: str = "done",
+                      error: str | None = None) -> None:
+        async with self.db.sessions.begin() as session:
+            await repo.finish_inbound(session, event.id, owner=self.instance_id, outcome=outcome,
+                                      now=self.clock.now(), status=status, error=error)
+
+    async def _retry_later(self, event: InboundEvent, exc: Exception) -> None:
+        if event.attempts >= MAX_ATTEMPTS:
+            log.error("message_given_up", attempts=event.attempts, error=str(exc))
+            await self._finish(event, outcome="failed", status="failed", error=str(exc)[:2000])
+            self.metrics.messages.labels("unknown", "failed").inc()
+            return
+        delay = RETRY_BACKOFF_S[min(event.attempts - 1, len(RETRY_BACKOFF_S) - 1)]
+        log.warning("delivery_failed_retrying", attempts=event.attempts, retry_in_s=delay, error=str(exc))
+        async with self.db.sessions.begin() as session:
+            await repo.release_inbound(session, event.id, owner=self.instance_id,
+                                       retry_at=self.clock.now() + timedelta(seconds=delay), error=str(exc)[:2000])
+
+    async def _fail_safe(self, event: InboundEvent, msg: InboundMessage, exc: Exception) -> ProcessResult:
+        """A bug or an outage mid-way: tell the user honestly and page a human, never stay silent."""
+        escalation_id = None
+        try:
+            async with self.db.sessions() as session:
+                fresh = await session.get(InboundEvent, event.id, populate_existing=True)
+            if fresh is not None and fresh.reply_ts is not None:
+                # The failure came after the reply went out: nothing more to say.
+                await self._finish(event, outcome=fresh.outcome or "replied", error=f"{type(exc).__name__}: {exc}")
+                return ProcessResult(outcome="replied", notes=(f"{type(exc).__name__}: {exc}",))
+            event = fresh or event
+            async with self.db.sessions() as session:
+                conversation = await repo.find_conversation(session, team=msg.team, channel=msg.channel,
+                                                            thread_ts=msg.root_ts)
+            if conversation is not None:
+                thread = ThreadState(conversation_id=conversation.id, history=(), state=conversation.state)
+                escalation_id = await self._escalate(msg, thread, None, None, "failure",
+                                                     f"internal error: {type(exc).__name__}: {exc}")
+            text = await self._deliver(event, msg, Handled(FAILURE_NOTE, "notice", "escalated", escalation_id))
+        except Exception as second:
+            log.exception("fail_safe_failed")
+            await self._retry_later(event, second)
+            return ProcessResult(outcome="failed", notes=(f"{type(exc).__name__}: {exc}",))
+        await self._finish(event, outcome="escalated", error=f"{type(exc).__name__}: {exc}"[:2000])
+        self.metrics.messages.labels("unknown", "failed").inc()
+        return ProcessResult(outcome="escalated", reply=text, escalation_id=escalation_id,
+                             notes=(f"{type(exc).__name__}: {exc}",))
+
+    async def _working(self, msg: InboundMessage, working: bool) -> None:
+        try:
+            await self.chat.set_working(msg, working)
+        except Exception as exc:  # a missing reaction must never cost a reply
+            log.warning("working_indicator_failed", error=str(exc))

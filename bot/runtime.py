@@ -1,0 +1,144 @@
+"""The composition root: builds every part from settings and config, and owns start-up and shutdown order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass
+
+import structlog
+
+from bot.clock import Clock, SystemClock
+from bot.config import Config
+from bot.escalation import EscalationService
+from bot.llm.base import LLM
+from bot.llm.offline import OfflineLLM
+from bot.llm.recording import RecordingLLM
+from bot.local_chat import LocalChat
+from bot.metrics import Metrics
+from bot.pipeline import Pipeline
+from bot.ports import ChatTransport
+from bot.router.base import Router
+from bot.router.hybrid import HybridRouter
+from bot.router.llm import LLMRouter
+from bot.router.local import LabeledText, LocalRouter
+from bot.router.rules import RulesRouter
+from bot.settings import Settings
+from bot.voting import Voter
+from bot.worker import Dispatcher
+from handlers.registry import HandlerRegistry
+from storage import repositories as repo
+from storage.engine import Database, open_database, upgrade
+
+log = structlog.get_logger(__name__)
+
+DRAIN_TIMEOUT_S = 20.0
+# Where pages go in local mode when the config names no escalation channel or on-call users.
+LOCAL_ESCALATION_CHANNEL = "CESCALATIONS"
+
+
+def build_router(config: Config, llm: LLM, local: LocalRouter, mode: str | None = None) -> Router:
+    mode = mode or config.router.mode
+    rules = RulesRouter(config)
+    if mode == "rules":
+        return rules
+    if mode == "local":
+        return _RulesThenLocal(rules, local)
+    if mode == "llm":
+        return LLMRouter(config, llm)
+    return HybridRouter(rules, local, LLMRouter(config, llm), config.router.confidence_threshold)
+
+
+class _RulesThenLocal:
+    """`local` mode still honours the configured rules: they encode must-escalate cases."""
+
+    name = "local"
+
+    def __init__(self, rules: RulesRouter, local: LocalRouter) -> None:
+        self._rules = rules
+        self._local = local
+
+    async def route(self, text, context=None):  # type: ignore[no-untyped-def]
+        return self._rules.match(text) or await self._local.route(text, context)
+
+
+def make_llm(settings: Settings, config: Config, local: LocalRouter) -> LLM:
+    if settings.llm_online:
+        from bot.llm.anthropic import AnthropicLLM
+
+        return AnthropicLLM(settings, config)
+
+    def classify(text: str) -> tuple[str, float]:
+        prediction = local.classifier.predict(text)
+        return prediction.route, prediction.confidence
+
+    return OfflineLLM(config, classify=classify)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: Config
+    db: Database
+    clock: Clock
+    metrics: Metrics
+    chat: ChatTransport
+    llm: RecordingLLM
+    local_router: LocalRouter
+    pipeline: Pipeline
+    escalations: EscalationService
+    dispatcher: Dispatcher
+    instance_id: str
+
+    async def retrain_local_router(self) -> int:
+        """Retrain the local classifier with every reviewer correction; returns how many were used."""
+        async with self.db.sessions() as session:
+            corrections = [LabeledText(text, route) for text, route in await repo.corrections_for_training(session)
+                           if route in self.config.routes]
+        retrained = await asyncio.to_thread(self.local_router.retrain, corrections)
+        self.local_router = retrained
+        self.pipeline.router = build_router(self.config, self.llm, retrained)
+        log.info("local_router_retrained", corrections=len(corrections))
+        return len(corrections)
+
+    async def close(self) -> None:
+        left = await self.dispatcher.drain(DRAIN_TIMEOUT_S)
+        if left:
+            log.warning("shutdown_left_work", unfinished=left)
+        inner = self.llm.inner
+        close = getattr(inner, "close", None)
+        if close is not None:
+            await close()
+        await self.db.dispose()
+
+
+async def build_runtime(
+    settings: Settings, config: Config, *, chat: ChatTransport | None = None, clock: Clock | None = None,
+    llm: LLM | None = None, migrate: bool = True, instance_id: str | None = None,
+) -> Runtime:
+    clock = clock or SystemClock()
+    if migrate:
+        await upgrade(settings.database_url)
+    db = open_database(settings.database_url)
+    metrics = Metrics()
+    async with db.sessions() as session:
+        corrections = [LabeledText(text, route) for text, route in await repo.corrections_for_training(session)
+                       if route in config.routes]
+    local = LocalRouter.from_config(config, corrections)
+    recording = RecordingLLM(llm or make_llm(settings, config, local), db, clock, metrics)
+    chat = chat or LocalChat(clock)
+    escalations = EscalationService(
+        config, db, chat, clock, default_channel=LOCAL_ESCALATION_CHANNEL if isinstance(chat, LocalChat) else None)
+    instance = instance_id or settings.supportbot_instance_id or f"{socket.gethostname()}:{os.getpid()}"
+    pipeline = Pipeline(
+        config=config, db=db, router=build_router(config, recording, local), handlers=HandlerRegistry(config),
+        voter=Voter(config, recording), escalations=escalations, chat=chat, llm=recording, clock=clock,
+        metrics=metrics, instance_id=instance,
+    )
+    dispatcher = Dispatcher(pipeline, concurrency=config.bot.max_concurrency, metrics=metrics, clock=clock)
+    log.info("runtime_ready", llm=recording.provider, router=config.router.mode, database=db.dialect,
+             instance=instance, corrections=len(corrections))
+    return Runtime(settings=settings, config=config, db=db, clock=clock, metrics=metrics, chat=chat,
+                   llm=recording, local_router=local, pipeline=pipeline, escalations=escalations,
+                   dispatcher=dispatcher, instance_id=instance)

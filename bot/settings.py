@@ -1,0 +1,68 @@
+"""Process settings read once from the environment and validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///supportbot.db"
+
+RunMode = Literal["socket", "http", "local"]
+
+
+class Settings(BaseSettings):
+    """Everything the process takes from its environment; secrets stay wrapped in SecretStr."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = None
+
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+
+    database_url: str = DEFAULT_DATABASE_URL
+    supportbot_config: Path | None = None
+    supportbot_dashboard_token: SecretStr | None = None
+
+    supportbot_log_level: str = "INFO"
+    supportbot_log_format: Literal["json", "console"] = Field(default="console")
+    # Identity of this replica in leases and logs; defaults to host:pid at start.
+    supportbot_instance_id: str | None = None
+
+    @model_validator(mode="after")
+    def _slack_credentials_are_complete(self) -> Settings:
+        has_bot = _present(self.slack_bot_token)
+        if _present(self.slack_app_token) and not has_bot:
+            raise ValueError("SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not: Socket Mode needs both")
+        if has_bot and not _present(self.slack_app_token) and not _present(self.slack_signing_secret):
+            raise ValueError(
+                "SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not: HTTP mode needs both "
+                "(or set SLACK_APP_TOKEN for Socket Mode)"
+            )
+        return self
+
+    @property
+    def run_mode(self) -> RunMode:
+        if _present(self.slack_bot_token) and _present(self.slack_app_token):
+            return "socket"
+        if _present(self.slack_bot_token):
+            return "http"
+        return "local"
+
+    @property
+    def llm_online(self) -> bool:
+        return _present(self.anthropic_api_key)
+
+
+def _present(secret: SecretStr | None) -> bool:
+    return secret is not None and secret.get_secret_value().strip() != ""
+
+
+def load_settings() -> Settings:
+    return Settings()

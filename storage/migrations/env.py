@@ -1,0 +1,59 @@
+"""Alembic environment: runs migrations over the async engine, serialised across replicas."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from storage.engine import make_engine, normalize_url
+from storage.models import Base
+
+# Any fixed number; every replica takes the same PostgreSQL advisory lock while migrating.
+MIGRATION_LOCK_ID = 7_214_501
+
+
+def _database_url() -> str:
+    url = context.config.attributes.get("database_url") or context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database URL given to Alembic (set DATABASE_URL)")
+    return normalize_url(str(url))
+
+
+def _run(connection: Connection) -> None:
+    is_postgres = connection.dialect.name == "postgresql"
+    if is_postgres:
+        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        connection.commit()
+    try:
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if is_postgres:
+            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+            connection.commit()
+
+
+async def _run_async() -> None:
+    engine = make_engine(_database_url())
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=_database_url(), target_metadata=Base.metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_run_async())

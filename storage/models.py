@@ -1,0 +1,279 @@
+"""SQLAlchemy 2.0 typed models: conversations, messages, inbox, routing, votes, escalations, LLM calls."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Conversation(Base):
+    """One Slack thread (or playground/CLI thread) the bot takes part in."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (UniqueConstraint("team", "channel", "thread_ts", name="uq_conversation_thread"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(64))
+    thread_ts: Mapped[str] = mapped_column(String(32))
+    user: Mapped[str] = mapped_column(String(64))
+    # open -> escalated (a human was paged) | taken_over (a human answered) -> resolved
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    taken_over_by: Mapped[str | None] = mapped_column(String(64))
+    taken_over_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="conversation", order_by="Message.id", cascade="all, delete-orphan"
+    )
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    # user | assistant | staff
+    role: Mapped[str] = mapped_column(String(16))
+    user: Mapped[str | None] = mapped_column(String(64))
+    ts: Mapped[str | None] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+    conversation: Mapped[Conversation] = relationship(back_populates="messages")
+
+
+class InboundEvent(Base):
+    """The inbox and dedupe record: written before the ack, leased by one worker, finished once."""
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (Index("ix_inbound_status_lease", "status", "lease_expires_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # team:channel:ts — one message, however many events and retries announce it.
+    dedupe_key: Mapped[str] = mapped_column(String(160), unique=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]]
+    # pending -> processing -> done | failed (gave up after retries)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    # Set just before a reply is posted and cleared with its ts after, so a crash in between
+    # is detected on recovery and checked against the thread instead of posting twice.
+    reply_intent: Mapped[str | None] = mapped_column(Text)
+    reply_ts: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class RouteDecision(Base):
+    """How one user message was routed and what came of it; the row `supportbot logs` shows."""
+
+    __tablename__ = "route_decisions"
+    __table_args__ = (Index("ix_route_decisions_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), unique=True)
+    route: Mapped[str] = mapped_column(String(64), index=True)
+    confidence: Mapped[float] = mapped_column(Float)
+    # rules | local | llm | hybrid; a reviewer's correction is stored beside, never over it.
+    decided_by: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    router_mode: Mapped[str] = mapped_column(String(16))
+    router_latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    llm_calls: Mapped[int] = mapped_column(Integer, default=0)
+    # replied | escalated | quiet | failed, filled when the message is finished.
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    reply_text: Mapped[str | None] = mapped_column(Text)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    voted: Mapped[bool] = mapped_column(Boolean, default=False)
+    vote_agreement: Mapped[float | None] = mapped_column(Float)
+    # Receipt of the message to the reply or escalation being posted.
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime]
+
+    conversation: Mapped[Conversation] = relationship()
+    message: Mapped[Message] = relationship()
+    corrections: Mapped[list[RouteCorrection]] = relationship(
+        back_populates="decision", order_by="RouteCorrection.id", cascade="all, delete-orphan"
+    )
+
+
+class Vote(Base):
+    __tablename__ = "votes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("route_decisions.id", ondelete="CASCADE"), index=True)
+    strategy: Mapped[str] = mapped_column(String(16))
+    samples_requested: Mapped[int] = mapped_column(Integer)
+    # reply | needs_human | error
+    majority: Mapped[str] = mapped_column(String(16))
+    agreement: Mapped[float] = mapped_column(Float)
+    escalated: Mapped[bool] = mapped_column(Boolean)
+    chosen: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]
+
+    samples: Mapped[list[VoteSampleRow]] = relationship(
+        back_populates="vote", order_by="VoteSampleRow.index", cascade="all, delete-orphan"
+    )
+
+
+class VoteSampleRow(Base):
+    __tablename__ = "vote_samples"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vote_id: Mapped[int] = mapped_column(ForeignKey("votes.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))
+    draft: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    llm_call_id: Mapped[int | None] = mapped_column(ForeignKey("llm_calls.id", ondelete="SET NULL"))
+
+    vote: Mapped[Vote] = relationship(back_populates="samples")
+
+
+class Escalation(Base):
+    """A page to on-call humans: paged -> acknowledged -> resolved, or expired."""
+
+    __tablename__ = "escalations"
+    __table_args__ = (Index("ix_escalations_state_next", "state", "next_action_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("route_decisions.id", ondelete="SET NULL"))
+    # One escalation per triggering message, however often it is retried.
+    dedupe_key: Mapped[str] = mapped_column(String(160), unique=True)
+    # route | rule | vote | llm_failure | user_request | button | failure
+    trigger: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    requester: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text)
+    route: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    drafts: Mapped[list[Any]] = mapped_column(default=list)
+    state: Mapped[str] = mapped_column(String(16), default="paged")
+    level: Mapped[int] = mapped_column(Integer, default=1)
+    page_channel: Mapped[str | None] = mapped_column(String(64))
+    page_ts: Mapped[str | None] = mapped_column(String(32))
+    permalink: Mapped[str | None] = mapped_column(Text)
+    repage_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_action_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    resolved_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    conversation: Mapped[Conversation] = relationship()
+    events: Mapped[list[EscalationEvent]] = relationship(
+        back_populates="escalation", order_by="EscalationEvent.id", cascade="all, delete-orphan"
+    )
+
+
+class EscalationEvent(Base):
+    """Every transition of an escalation, with who and when."""
+
+    __tablename__ = "escalation_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    escalation_id: Mapped[int] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime]
+
+    escalation: Mapped[Escalation] = relationship(back_populates="events")
+
+
+class LLMCall(Base):
+    __tablename__ = "llm_calls"
+    __table_args__ = (Index("ix_llm_calls_created", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL"), index=True
+    )
+    # route | reply | vote | judge | triage
+    purpose: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(64))
+    route: Mapped[str | None] = mapped_column(String(64))
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_creation_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class RouteCorrection(Base):
+    """A reviewer's verdict that a message should have gone to another route."""
+
+    __tablename__ = "route_corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("route_decisions.id", ondelete="CASCADE"), index=True)
+    old_route: Mapped[str] = mapped_column(String(64))
+    new_route: Mapped[str] = mapped_column(String(64))
+    reviewer: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+    decision: Mapped[RouteDecision] = relationship(back_populates="corrections")

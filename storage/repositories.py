@@ -1,0 +1,413 @@
+"""Repository functions: each takes the caller's session and never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import (
+    Conversation,
+    Escalation,
+    InboundEvent,
+    LLMCall,
+    Message,
+    RouteCorrection,
+    RouteDecision,
+    Vote,
+    VoteSampleRow,
+)
+
+
+def _insert(session: AsyncSession, model: Any) -> Any:
+    """INSERT ... ON CONFLICT support for the dialect in use."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
+# --- inbox / dedupe ---------------------------------------------------------------------------
+
+
+async def insert_inbound(
+    session: AsyncSession, *, dedupe_key: str, event_id: str, source: str, payload: dict[str, Any],
+    now: datetime,
+) -> int | None:
+    """Record a newly received message; None when it was seen before (the duplicate is counted)."""
+    statement = (
+        _insert(session, InboundEvent)
+        .values(dedupe_key=dedupe_key, event_id=event_id, source=source, payload=payload,
+                status="pending", attempts=0, duplicates=0, received_at=now)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(InboundEvent.id)
+    )
+    inserted = (await session.execute(statement)).scalar_one_or_none()
+    if inserted is None:
+        await session.execute(
+            update(InboundEvent)
+            .where(InboundEvent.dedupe_key == dedupe_key)
+            .values(duplicates=InboundEvent.duplicates + 1)
+        )
+    return inserted
+
+
+async def claim_inbound(
+    session: AsyncSession, inbox_id: int, *, owner: str, now: datetime, lease: timedelta
+) -> InboundEvent | None:
+    """Take the lease on a pending event (or one whose lease ran out); None if another holds it."""
+    result = await session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.id == inbox_id, _claimable(now))
+        .values(status="processing", lease_owner=owner, lease_expires_at=now + lease,
+                attempts=InboundEvent.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        return None
+    return await session.get(InboundEvent, inbox_id, populate_existing=True)
+
+
+def _claimable(now: datetime) -> Any:
+    """Pending and due (a release sets a retry time), or processing with a lapsed lease."""
+    return or_(
+        and_(InboundEvent.status == "pending",
+             or_(InboundEvent.lease_expires_at.is_(None), InboundEvent.lease_expires_at <= now)),
+        and_(InboundEvent.status == "processing", InboundEvent.lease_expires_at < now),
+    )
+
+
+async def claimable_inbound(session: AsyncSession, *, now: datetime, limit: int = 50) -> list[int]:
+    """Events a crashed or slow worker left behind: pending and due, or processing past the lease."""
+    statement = (
+        select(InboundEvent.id)
+        .where(_claimable(now))
+        .order_by(InboundEvent.id)
+        .limit(limit)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def release_inbound(
+    session: AsyncSession, inbox_id: int, *, owner: str, retry_at: datetime, error: str
+) -> None:
+    """Give the event back for a later retry (e.g. Slack was unreachable)."""
+    await session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.id == inbox_id, InboundEvent.lease_owner == owner)
+        .values(status="pending", lease_expires_at=retry_at, error=error)
+    )
+
+
+async def finish_inbound(
+    session: AsyncSession, inbox_id: int, *, owner: str, outcome: str, now: datetime,
+    status: str = "done", error: str | None = None,
+) -> bool:
+    result = await session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.id == inbox_id, InboundEvent.lease_owner == owner)
+        .values(status=status, outcome=outcome, finished_at=now, error=error, lease_expires_at=None)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+async def set_reply_intent(session: AsyncSession, inbox_id: int, text: str, *, outcome: str) -> None:
+    await session.execute(
+        update(InboundEvent).where(InboundEvent.id == inbox_id).values(reply_intent=text, outcome=outcome)
+    )
+
+
+async def set_reply_posted(session: AsyncSession, inbox_id: int, ts: str) -> None:
+    await session.execute(update(InboundEvent).where(InboundEvent.id == inbox_id).values(reply_ts=ts))
+
+
+async def inbox_counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(InboundEvent.status, func.count()).group_by(InboundEvent.status))
+    return {status: count for status, count in rows}
+
+
+# --- conversations and messages ---------------------------------------------------------------
+
+
+async def get_or_create_conversation(
+    session: AsyncSession, *, source: str, team: str, channel: str, thread_ts: str, user: str,
+    now: datetime,
+) -> tuple[Conversation, bool]:
+    """The conversation of a thread, created on first sight; True when it is new."""
+    statement = (
+        _insert(session, Conversation)
+        .values(source=source, team=team, channel=channel, thread_ts=thread_ts, user=user,
+                state="open", created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["team", "channel", "thread_ts"])
+        .returning(Conversation.id)
+    )
+    created_id = (await session.execute(statement)).scalar_one_or_none()
+    conversation = await find_conversation(session, team=team, channel=channel, thread_ts=thread_ts)
+    assert conversation is not None
+    return conversation, created_id is not None
+
+
+async def find_conversation(
+    session: AsyncSession, *, team: str, channel: str, thread_ts: str
+) -> Conversation | None:
+    statement = select(Conversation).where(
+        Conversation.team == team, Conversation.channel == channel, Conversation.thread_ts == thread_ts
+    )
+    return (await session.execute(statement.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def set_conversation_state(
+    session: AsyncSession, conversation_id: int, state: str, *, now: datetime, by: str | None = None
+) -> None:
+    values: dict[str, Any] = {"state": state, "updated_at": now}
+    if state == "taken_over":
+        values.update(taken_over_by=by, taken_over_at=now)
+    await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(**values))
+
+
+async def find_message(session: AsyncSession, conversation_id: int, ts: str) -> Message | None:
+    statement = select(Message).where(Message.conversation_id == conversation_id, Message.ts == ts)
+    return (await session.execute(statement.limit(1))).scalar_one_or_none()
+
+
+async def add_message(
+    session: AsyncSession, *, conversation_id: int, role: str, text: str, now: datetime,
+    user: str | None = None, ts: str | None = None, event_id: str | None = None,
+) -> Message:
+    message = Message(conversation_id=conversation_id, role=role, user=user, ts=ts, text=text,
+                      event_id=event_id, created_at=now)
+    session.add(message)
+    await session.flush()
+    await session.execute(
+        update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now)
+    )
+    return message
+
+
+async def thread_messages(
+    session: AsyncSession, conversation_id: int, *, before_id: int | None = None, limit: int = 100
+) -> list[Message]:
+    """The newest `limit` messages of a conversation, oldest first."""
+    statement = select(Message).where(Message.conversation_id == conversation_id)
+    if before_id is not None:
+        statement = statement.where(Message.id < before_id)
+    rows = (await session.execute(statement.order_by(Message.id.desc()).limit(limit))).scalars()
+    return list(reversed(list(rows)))
+
+
+# --- routing, votes, LLM calls ----------------------------------------------------------------
+
+
+async def decision_for_message(session: AsyncSession, message_id: int) -> RouteDecision | None:
+    statement = select(RouteDecision).where(RouteDecision.message_id == message_id)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def add_decision(session: AsyncSession, decision: RouteDecision) -> RouteDecision:
+    session.add(decision)
+    await session.flush()
+    return decision
+
+
+async def finish_decision(
+    session: AsyncSession, decision_id: int, *, outcome: str, reply_text: str | None,
+    escalated: bool, latency_ms: float | None,
+) -> None:
+    await session.execute(
+        update(RouteDecision)
+        .where(RouteDecision.id == decision_id)
+        .values(outcome=outcome, reply_text=reply_text, escalated=escalated, latency_ms=latency_ms)
+    )
+
+
+async def add_vote(session: AsyncSession, vote: Vote, samples: Sequence[VoteSampleRow]) -> Vote:
+    vote.samples = list(samples)
+    session.add(vote)
+    await session.flush()
+    await session.execute(
+        update(RouteDecision)
+        .where(RouteDecision.id == vote.decision_id)
+        .values(voted=True, vote_agreement=vote.agreement)
+    )
+    return vote
+
+
+async def add_llm_call(session: AsyncSession, call: LLMCall) -> int:
+    session.add(call)
+    await session.flush()
+    return call.id
+
+
+async def add_correction(session: AsyncSession, correction: RouteCorrection) -> RouteCorrection:
+    session.add(correction)
+    await session.flush()
+    return correction
+
+
+async def corrections_for_training(session: AsyncSession) -> list[tuple[str, str]]:
+    """(text, corrected route) of every corrected decision; the newest correction wins."""
+    statement = (
+        select(Message.text, RouteCorrection.new_route, RouteCorrection.decision_id)
+        .join(RouteDecision, RouteDecision.id == RouteCorrection.decision_id)
+        .join(Message, Message.id == RouteDecision.message_id)
+        .order_by(RouteCorrection.id)
+    )
+    latest: dict[int, tuple[str, str]] = {}
+    for text, route, decision_id in (await session.execute(statement)):
+        latest[decision_id] = (text, route)
+    return list(latest.values())
+
+
+# --- review: the routing log ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    route: str | None = None
+    decided_by: str | None = None
+    escalated: bool | None = None
+    voted: bool | None = None
+    confidence_below: float | None = None
+    channel: str | None = None
+    user: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+    after_id: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class LogRow:
+    id: int
+    conversation_id: int
+    created_at: datetime
+    channel: str
+    thread_ts: str
+    user: str | None
+    text: str
+    route: str
+    original_route: str
+    confidence: float
+    decided_by: str
+    reason: str
+    escalated: bool
+    voted: bool
+    vote_agreement: float | None
+    reply: str | None
+    latency_ms: float | None
+    outcome: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "created_at": self.created_at.isoformat(),
+            "channel": self.channel,
+            "thread_ts": self.thread_ts,
+            "user": self.user,
+            "text": self.text,
+            "route": self.route,
+            "original_route": self.original_route,
+            "confidence": round(self.confidence, 4),
+            "decided_by": self.decided_by,
+            "reason": self.reason,
+            "escalated": self.escalated,
+            "voted": self.voted,
+            "vote_agreement": None if self.vote_agreement is None else round(self.vote_agreement, 4),
+            "reply": self.reply,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+            "outcome": self.outcome,
+        }
+
+
+def _latest_correction() -> Any:
+    return (
+        select(RouteCorrection.new_route)
+        .where(RouteCorrection.decision_id == RouteDecision.id)
+        .order_by(RouteCorrection.id.desc())
+        .limit(1)
+        .correlate(RouteDecision)
+        .scalar_subquery()
+    )
+
+
+def _log_query(filters: LogFilter) -> Select[Any]:
+    corrected = _latest_correction()
+    effective_route = func.coalesce(corrected, RouteDecision.route)
+    statement = (
+        select(RouteDecision, Conversation, Message, corrected.label("corrected_route"))
+        .join(Conversation, Conversation.id == RouteDecision.conversation_id)
+        .join(Message, Message.id == RouteDecision.message_id)
+    )
+    if filters.route:
+        statement = statement.where(effective_route == filters.route)
+    if filters.decided_by == "correction":
+        statement = statement.where(corrected.is_not(None))
+    elif filters.decided_by:
+        statement = statement.where(RouteDecision.decided_by == filters.decided_by, corrected.is_(None))
+    if filters.escalated is not None:
+        statement = statement.where(RouteDecision.escalated.is_(filters.escalated))
+    if filters.voted is not None:
+        statement = statement.where(RouteDecision.voted.is_(filters.voted))
+    if filters.confidence_below is not None:
+        statement = statement.where(RouteDecision.confidence < filters.confidence_below)
+    if filters.channel:
+        statement = statement.where(Conversation.channel == filters.channel)
+    if filters.user:
+        statement = statement.where(Message.user == filters.user)
+    if filters.since:
+        statement = statement.where(RouteDecision.created_at >= filters.since)
+    if filters.until:
+        statement = statement.where(RouteDecision.created_at < filters.until)
+    if filters.text:
+        pattern = f"%{filters.text.lower()}%"
+        statement = statement.where(
+            or_(func.lower(Message.text).like(pattern), func.lower(RouteDecision.reply_text).like(pattern))
+        )
+    if filters.after_id is not None:
+        statement = statement.where(RouteDecision.id > filters.after_id)
+    return statement
+
+
+async def query_logs(session: AsyncSession, filters: LogFilter, *, oldest_first: bool = False) -> list[LogRow]:
+    order = RouteDecision.id.asc() if oldest_first else RouteDecision.id.desc()
+    statement = _log_query(filters).order_by(order).limit(filters.limit)
+    rows = []
+    for decision, conversation, message, corrected_route in (await session.execute(statement)):
+        rows.append(
+            LogRow(
+                id=decision.id,
+                conversation_id=conversation.id,
+                created_at=decision.created_at,
+                channel=conversation.channel,
+                thread_ts=conversation.thread_ts,
+                user=message.user,
+                text=message.text,
+                route=corrected_route or decision.route,
+                original_route=decision.route,
+                confidence=1.0 if corrected_route else decision.confidence,
+                decided_by="correction" if corrected_route else decision.decided_by,
+                reason=decision.reason,
+                escalated=decision.escalated,
+                voted=decision.voted,
+                vote_agreement=decision.vote_agreement,
+                reply=decision.reply_text,
+                latency_ms=decision.latency_ms,
+                outcome=decision.outcome,
+            )
+        )
+    return rows
+
+
+async def count_logs(session: AsyncSession, filters: LogFilter) -> int:
+    subquery = _log_query(filters).subquery()
+    return int((await session.execute(select(func.count()).select_from(subquery))).scalar_one())
+
+
+async def escalation_counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(Escalation.state, func.count()).group_by(Escalation.state))
+    return {state: count for state, count in rows}
