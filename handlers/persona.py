@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from bot.config import RouteConfig
 from bot.domain import Draft, Turn
@@ -78,7 +79,7 @@ def conversation_messages(history: Sequence[Turn], text: str, budget_chars: int)
         if used + len(content) > budget_chars:
             break
         used += len(content)
-        role = "assistant" if turn.role == "assistant" else "user"
+        role: Literal["user", "assistant"] = "assistant" if turn.role == "assistant" else "user"
         if turns[0].role == role:
             turns[0] = ChatMessage(role, f"{content}\n\n{turns[0].content}")
         else:

@@ -1,0 +1,108 @@
+"""Write throughput of the routing log on SQLite vs PostgreSQL: decisions recorded per second.
+
+Each unit of work is what the pipeline writes for one answered message (conversation, message,
+route decision, LLM call, reply), run by `--writers` concurrent tasks.
+Run: python -m benchmarks.storage_write [--messages 500] [--writers 8] [--pg-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storage import repositories as repo
+from storage.engine import Database, open_database, upgrade
+from storage.models import LLMCall, RouteDecision
+
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+async def write_one(db: Database, n: int) -> None:
+    now = datetime.now(UTC)
+    async with db.sessions.begin() as session:
+        conversation, _ = await repo.get_or_create_conversation(
+            session, source="slack", team="TB", channel="CB", thread_ts=f"{n}.0", user="UB", now=now)
+        message = await repo.add_message(session, conversation_id=conversation.id, role="user", text=f"message {n}",
+                                         now=now, user="UB", ts=f"{n}.0")
+        decision = await repo.add_decision(session, RouteDecision(
+            conversation_id=conversation.id, message_id=message.id, route="billing", confidence=0.9,
+            decided_by="local", reason="bench", scores={"billing": 0.9}, router_mode="hybrid", created_at=now))
+        await repo.add_llm_call(session, LLMCall(conversation_id=conversation.id, purpose="reply", provider="bench",
+                                                 model="m", latency_ms=1.0, created_at=now))
+        await repo.add_message(session, conversation_id=conversation.id, role="assistant", text="reply", now=now,
+                               ts=f"{n}.1")
+        await repo.finish_decision(session, decision.id, outcome="replied", reply_text="reply", escalated=False,
+                                   latency_ms=5.0)
+
+
+async def run(url: str, messages: int, writers: int) -> float:
+    await upgrade(url)
+    db = open_database(url)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(messages):
+        queue.put_nowait(n)
+
+    async def writer() -> None:
+        while not queue.empty():
+            await write_one(db, queue.get_nowait())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer() for _ in range(writers)))
+    elapsed = time.perf_counter() - started
+    await db.dispose()
+    return messages / elapsed
+
+
+async def pg_schema(url: str, create: bool) -> str:
+    import asyncpg
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}" if create else url.rsplit("schema=", 1)[1]
+    connection = await asyncpg.connect(url.split("?")[0].replace("postgresql+asyncpg", "postgresql"), timeout=5)
+    try:
+        await connection.execute(f'CREATE SCHEMA "{schema}"' if create else f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        await connection.close()
+    return f"{url}?schema={schema}"
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, float | None]:
+    results: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["sqlite_msgs_per_s"] = await run(f"sqlite+aiosqlite:///{Path(tmp) / 'w.db'}", args.messages, args.writers)
+    try:
+        url = await pg_schema(args.pg_url, True)
+    except Exception as exc:
+        print(f"PostgreSQL unavailable ({type(exc).__name__}); skipped")
+        results["postgres_msgs_per_s"] = None
+        return results
+    try:
+        results["postgres_msgs_per_s"] = await run(url, args.messages, args.writers)
+    finally:
+        await pg_schema(url, False)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=500)
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--pg-url", default=DEFAULT_PG)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"routing-log writes, {args.messages} messages, {args.writers} concurrent writers")
+    for key, value in results.items():
+        print(f"  {key:22s} {'n/a' if value is None else f'{value:8.1f}'}")
+
+
+if __name__ == "__main__":
+    main()
