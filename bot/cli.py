@@ -84,7 +84,12 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and settings.supportbot_dashboard_token is None:
         raise _fail(f"binding to {host} exposes the dashboard: set SUPPORTBOT_DASHBOARD_TOKEN first")
     configure_logging(settings.supportbot_log_level, settings.supportbot_log_format)
-    asyncio.run(run_server(settings, config, host=host, port=port))
+    from bot.errors import SupportbotError
+
+    try:
+        asyncio.run(run_server(settings, config, host=host, port=port))
+    except SupportbotError as exc:  # e.g. Slack refused SLACK_BOT_TOKEN: a clear message, not a traceback
+        raise _fail(str(exc)) from None
 
 
 @app.command()
@@ -279,6 +284,87 @@ def _clip(text: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+# --- triage ------------------------------------------------------------------------------------
+
+
+class TriageFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def triage(
+    file: Annotated[Path, typer.Argument(help="JSONL ({\"text\": ...} a line), CSV with a text column, "
+                                         "or a Slack export (folder, or JSON array of messages)")],
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="messages in flight at once")] = 8,
+    format: Annotated[TriageFormat, typer.Option("--format", help="table, or json (one object)")] = TriageFormat.table,
+    batch: Annotated[bool, typer.Option("--batch", help="use the Message Batches API: half price, "
+                                        "results in minutes to hours; for large jobs that can wait")] = False,
+) -> None:
+    """Sectioning: classify and summarise many messages concurrently, then print an aggregate report."""
+    from bot.triage import TriageInputError, load_messages, render_table, run_triage
+
+    settings, config = load_settings_and_config()
+    try:
+        loaded = load_messages(file)
+    except TriageInputError as exc:
+        raise _fail(str(exc)) from None
+    report = _run(run_triage(settings, config, loaded, concurrency=concurrency, batch=batch, progress_console=errors))
+    if format is TriageFormat.json:
+        sys.stdout.write(json.dumps(report.as_json(), ensure_ascii=False) + "\n")
+    else:
+        render_table(report, console)
+    if report.outcomes and not report.triaged:
+        raise typer.Exit(1)
+
+
+# --- eval --------------------------------------------------------------------------------------
+
+
+class EvalRouter(str, Enum):
+    rules = "rules"
+    local = "local"
+    llm = "llm"
+    hybrid = "hybrid"
+
+
+class EvalFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command("eval")
+def eval_command(
+    file: Annotated[Path | None, typer.Argument(help='labelled JSONL: {"text": ..., "route": ...} a line')] = None,
+    router: Annotated[EvalRouter | None, typer.Option(help="router to score (default: [router] mode)")] = None,
+    format: Annotated[EvalFormat, typer.Option("--format", help="table, or json (one line)")] = EvalFormat.table,
+    export_corrections: Annotated[Path | None, typer.Option(
+        "--export-corrections", help="write reviewers' route corrections as {text, route} JSONL to this file")] = None,
+) -> None:
+    """Score a router on a labelled file: accuracy, macro-F1, per-route precision/recall/F1, confusion matrix."""
+    from bot.evaluation import EvalInputError, evaluate, read_labelled, render_table
+    from bot.evaluation import export_corrections as export
+
+    settings, config = load_settings_and_config()
+    if file is None and export_corrections is None:
+        raise _fail("give a labelled FILE.jsonl to score, or --export-corrections OUT.jsonl (or both)")
+    if export_corrections is not None:
+        count = _run(export(settings, export_corrections))
+        errors.print(f"exported {count} route correction{'s' if count != 1 else ''} to {export_corrections}",
+                     highlight=False)
+    if file is None:
+        return
+    try:
+        rows = read_labelled(file, config.route_names)
+    except EvalInputError as exc:
+        raise _fail(str(exc)) from None
+    report = _run(evaluate(settings, config, rows, (router.value if router else config.router.mode)))
+    if format is EvalFormat.json:
+        sys.stdout.write(json.dumps(report.as_json(), ensure_ascii=False) + "\n")
+    else:
+        render_table(report, console, source=str(file))
+
+
 # --- database ----------------------------------------------------------------------------------
 
 
@@ -296,6 +382,105 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] 
         raise _fail(f"migration failed: {type(exc).__name__}: {exc}", 1) from None
     safe = make_url(normalize_url(settings.database_url)).render_as_string(hide_password=True)
     console.print(f"database at {safe} is at revision {revision}", highlight=False)
+
+
+# --- escalations and on-call --------------------------------------------------------------------
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def escalations(
+    open_only: Annotated[bool, typer.Option("--open", help="only paged or acknowledged ones")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    format: Annotated[ListFormat, typer.Option("--format", help="table, or json (one object a line)")] = (
+        ListFormat.table),
+) -> None:
+    """List escalations, newest first: age, state, level, re-pages, who acknowledged and resolved."""
+    settings, _ = load_settings_and_config()
+    rows = _run(_escalations(settings, open_only=open_only, limit=limit))
+    now = datetime.now(UTC)
+    if format is ListFormat.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row.as_json(now), ensure_ascii=False) + "\n")
+        return
+    if not rows:
+        console.print("[dim]no open escalations[/]" if open_only else "[dim]no escalations yet[/]")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("id", "age", "state", "level", "re-pages", "trigger", "route", "from", "channel",
+                   "acknowledged", "resolved"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        state = row.state if row.paged or row.state != "paged" else "paged (unpaged: retrying)"
+        table.add_row(str(row.id), _age(row.age_s(now)), state, str(row.level), str(row.repages), row.trigger,
+                      row.route or "", row.requester, row.channel, row.acknowledged_by or "", row.resolved_by or "")
+    console.print(table)
+
+
+async def _escalations(settings: Settings, *, open_only: bool, limit: int) -> list[Any]:
+    from bot.escalation import list_escalations
+    from storage.engine import open_database, upgrade
+
+    await upgrade(settings.database_url)
+    db = open_database(settings.database_url)
+    try:
+        async with db.sessions() as session:
+            return await list_escalations(session, open_only=open_only, limit=limit)
+    finally:
+        await db.dispose()
+
+
+def _moment(value: str, now: datetime) -> datetime:
+    """'7d' from now, or an ISO date/time (UTC when no zone is given)."""
+    ago = parse_since(value, now)
+    assert ago is not None
+    return now + (now - ago) if re.fullmatch(r"\s*\d+\s*[smhdw]\s*", value) else ago
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@app.command()
+def oncall(
+    at: Annotated[str | None, typer.Option(help="another moment, e.g. 2026-01-10T12:00 (UTC unless a zone "
+                                                "is given) or 7d for a week from now")] = None,
+    format: Annotated[ListFormat, typer.Option("--format", help="table, or json (one object)")] = ListFormat.table,
+) -> None:
+    """Who is on call now (or --at a moment), and the rotation through that week."""
+    from bot.escalation import oncall_report
+
+    _, config = load_settings_and_config()
+    now = datetime.now(UTC)
+    report = oncall_report(config, now if at is None else _moment(at, now))
+    if format is ListFormat.json:
+        sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+        return
+    who = ", ".join(report["oncall"]) or (f"user group {report['usergroup']}" if report["usergroup"] else "nobody")
+    console.print(f"[bold]On call at {report['now']}[/] ({report['source']}): {who}", highlight=False)
+    if report["usergroup"]:
+        console.print(f"user group: {report['usergroup']} (mentioned on pages; members may press the buttons)",
+                      highlight=False)
+    if report["staff"]:
+        console.print(f"staff (may press the buttons too): {', '.join(report['staff'])}", highlight=False)
+    where = report["channel"] or "DM to each on-call person"
+    console.print(f"pages go to {where}; re-paged every {report['ack_timeout_s']}s up to {report['repage_max']} "
+                  f"times, then level 2 ({report['fallback_channel'] or 'the whole group'})", highlight=False)
+    table = Table(title=f"The week ({report['timezone']})", box=None, pad_edge=False)
+    for column in ("from", "to", "on call", "by"):
+        table.add_column(column, no_wrap=True)
+    for slot in report["week"]:
+        start, end = datetime.fromisoformat(slot["start"]), datetime.fromisoformat(slot["end"])
+        table.add_row(start.strftime("%a %d %b %H:%M"), end.strftime("%a %d %b %H:%M"),
+                      ", ".join(slot["users"]) or (report["usergroup"] or "nobody"), slot["source"])
+    console.print(table)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -79,12 +80,20 @@ class RouteConfig(_Section):
 
 class RotationShift(_Section):
     user: str
-    # Days and hours in the rotation's time zone, e.g. days = ["mon", "tue"], start = "09:00".
+    # Days and hours in the rotation's time zone, e.g. days = ["mon", "tue"], start = "09:00";
+    # a shift whose end is before its start runs past midnight (start = "22:00", end = "06:00").
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = [
         "mon", "tue", "wed", "thu", "fri", "sat", "sun",
     ]
     start: str = "00:00"
     end: str = "24:00"
+
+    @field_validator("user")
+    @classmethod
+    def _shift_user_id(cls, user: str) -> str:
+        if not SLACK_USER_ID.match(user):
+            raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
+        return user
 
     @field_validator("start", "end")
     @classmethod
@@ -97,7 +106,29 @@ class RotationShift(_Section):
 
 class RotationConfig(_Section):
     timezone: str = "UTC"
+    # Weekly rotation: users take turns a week each, handing over at `handoff` ("mon 09:00") in
+    # `timezone`; users[0] holds the week that contains `start`. Shifts, when one covers the
+    # moment, win over the weekly turn (e.g. weekend or night cover).
+    users: list[str] = []
+    handoff: str = "mon 09:00"
+    start: date = date(2026, 1, 5)
     shifts: list[RotationShift] = []
+
+    @field_validator("users")
+    @classmethod
+    def _rotation_user_ids(cls, users: list[str]) -> list[str]:
+        for user in users:
+            if not SLACK_USER_ID.match(user):
+                raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
+        return users
+
+    @field_validator("handoff")
+    @classmethod
+    def _day_and_time(cls, value: str) -> str:
+        match = re.fullmatch(r"(mon|tue|wed|thu|fri|sat|sun) (\d{2}):(\d{2})", value.strip().lower())
+        if not match or int(match[2]) > 23 or int(match[3]) > 59:
+            raise ValueError(f"{value!r} is not a weekday and time like \"mon 09:00\"")
+        return match[0]
 
     @field_validator("timezone")
     @classmethod
@@ -132,6 +163,17 @@ class EscalationSection(_Section):
                 raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
         return users
 
+    @field_validator("usergroup")
+    @classmethod
+    def _usergroup_id(cls, value: str | None) -> str | None:
+        """Takes the id (S0123ONCALL) or the mention Slack shows (<!subteam^S0123ONCALL>)."""
+        if value is None:
+            return None
+        match = re.fullmatch(r"(?:<!subteam\^)?(S[A-Z0-9]{2,})(?:\|[^>]*)?>?", value.strip())
+        if not match:
+            raise ValueError(f"{value!r} is not a Slack user group id (like S0123ONCALL)")
+        return match[1]
+
 
 class VotingSection(_Section):
     samples: Annotated[int, Field(ge=1, le=15)] = 5
@@ -143,9 +185,14 @@ class VotingSection(_Section):
 
 
 class LLMSection(_Section):
+    # One HTTP attempt; retries (429/529/5xx/timeouts/garbled bodies) up to max_retries per model.
     timeout_s: Annotated[float, Field(gt=0.0, le=600.0)] = 30.0
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
-    # Tried once when the route's model keeps failing; unset means escalate instead.
+    # The whole call, retries and fallback included: nobody waits longer than this for one answer.
+    deadline_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 60.0
+    # The longest server-requested wait (retry-after) honoured; a longer one means "use the fallback".
+    max_retry_wait_s: Annotated[float, Field(ge=0.0, le=600.0)] = 10.0
+    # Tried once when the route's model keeps failing; "" (or unset) means escalate instead.
     fallback_model: str | None = "claude-sonnet-4-6"
     # US dollars per million tokens, for cost estimates on the dashboard.
     prices: dict[str, dict[str, float]] = {

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from sqlalchemy import select
 
 from bot.clock import Clock
 from bot.config import Config
@@ -92,6 +94,18 @@ class Pipeline:
             log.info("duplicate_dropped", event_id=msg.event_id, dedupe_key=msg.dedupe_key)
         return inbox_id
 
+    async def accept_many(self, msgs: Sequence[InboundMessage]) -> list[int | None]:
+        """`accept` for messages that arrived together, in one transaction (the Slack adapter groups acks)."""
+        async with self.db.sessions.begin() as session:
+            ids = await repo.insert_inbound_many(session, [
+                {"dedupe_key": msg.dedupe_key, "event_id": msg.event_id, "source": msg.source,
+                 "payload": dataclasses.asdict(msg)} for msg in msgs], now=self.clock.now())
+        for msg, inbox_id in zip(msgs, ids, strict=True):
+            if inbox_id is None:
+                self.metrics.duplicates.inc()
+                log.info("duplicate_dropped", event_id=msg.event_id, dedupe_key=msg.dedupe_key)
+        return ids
+
     async def handle(self, msg: InboundMessage) -> ProcessResult:
         """Accept and process at once (terminal chat, playground, tests)."""
         inbox_id = await self.accept(msg)
@@ -151,9 +165,16 @@ class Pipeline:
         return True
 
     async def is_bot_thread(self, team: str, channel: str, thread_ts: str) -> bool:
+        """The bot answers in this thread, or accepted its first message and has not got to it yet."""
         async with self.db.sessions() as session:
             found = await repo.find_conversation(session, team=team, channel=channel, thread_ts=thread_ts)
-        return found is not None
+            if found is None:
+                # Under load the conversation row appears only when a worker picks the root message up;
+                # the root's inbox row (key as in InboundMessage.dedupe_key) is there from the ack on.
+                root_key = f"{team}:{channel}:{thread_ts}"
+                accepted = await session.scalar(select(InboundEvent.id).where(InboundEvent.dedupe_key == root_key))
+                return accepted is not None
+        return True
 
     # --- the steps ----------------------------------------------------------------------------
 
@@ -285,9 +306,11 @@ class Pipeline:
                               llm_call_id=s.llm_call_id) for s in result.samples])
         if result.escalate or result.chosen is None:
             drafts = tuple(dict.fromkeys(s.draft for s in result.samples if s.draft))
-            escalation_id = await self._escalate(msg, thread, decision, decision_id, "vote", result.reason,
-                                                 drafts=drafts)
-            return Handled(VOTE_NOTE, "notice", "escalated", escalation_id, vote=result)
+            # No sample answered at all: that is an outage, and the user is told so.
+            outage = result.majority == "error"
+            escalation_id = await self._escalate(msg, thread, decision, decision_id,
+                                                 "llm_failure" if outage else "vote", result.reason, drafts=drafts)
+            return Handled(LLM_DOWN_NOTE if outage else VOTE_NOTE, "notice", "escalated", escalation_id, vote=result)
         return Handled(to_mrkdwn(result.chosen), "reply", "replied", vote=result)
 
     async def _escalate(

@@ -13,6 +13,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.escalation import EscalationService
 from bot.llm.base import LLM
+from bot.llm.fallback import FallbackLLM
 from bot.llm.offline import OfflineLLM
 from bot.llm.recording import RecordingLLM
 from bot.local_chat import LocalChat
@@ -84,7 +85,8 @@ class Runtime:
     clock: Clock
     metrics: Metrics
     chat: ChatTransport
-    llm: RecordingLLM
+    # fallback step -> call recorder -> provider; `llm.inner` is the RecordingLLM
+    llm: FallbackLLM
     local_router: LocalRouter
     pipeline: Pipeline
     escalations: EscalationService
@@ -110,6 +112,10 @@ class Runtime:
         close = getattr(inner, "close", None)
         if close is not None:
             await close()
+        # The Slack transport holds a pooled HTTP session; the local one has nothing to close.
+        close_chat = getattr(self.chat, "close", None)
+        if close_chat is not None:
+            await close_chat()
         await self.db.dispose()
 
 
@@ -126,7 +132,8 @@ async def build_runtime(
         corrections = [LabeledText(text, route) for text, route in await repo.corrections_for_training(session)
                        if route in config.routes]
     local = LocalRouter.from_config(config, corrections)
-    recording = RecordingLLM(llm or make_llm(settings, config, local), db, clock, metrics)
+    # Every call is recorded, including a failed one before the fallback model is tried.
+    recording = FallbackLLM(RecordingLLM(llm or make_llm(settings, config, local), db, clock, metrics), config.llm)
     chat = chat or LocalChat(clock)
     escalations = EscalationService(
         config, db, chat, clock, default_channel=LOCAL_ESCALATION_CHANNEL if isinstance(chat, LocalChat) else None)

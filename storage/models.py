@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncAttrs
@@ -41,6 +42,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+OPEN_ESCALATION_SQL = "state IN ('paged', 'acknowledged')"
 
 
 class Base(AsyncAttrs, DeclarativeBase):
@@ -189,7 +193,12 @@ class Escalation(Base):
     """A page to on-call humans: paged -> acknowledged -> resolved, or expired."""
 
     __tablename__ = "escalations"
-    __table_args__ = (Index("ix_escalations_state_next", "state", "next_action_at"),)
+    __table_args__ = (
+        Index("ix_escalations_state_next", "state", "next_action_at"),
+        # At most one open escalation per thread, even when two replicas open one at once.
+        Index("uq_escalations_open_conversation", "conversation_id", unique=True,
+              sqlite_where=text(OPEN_ESCALATION_SQL), postgresql_where=text(OPEN_ESCALATION_SQL)),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
@@ -206,10 +215,14 @@ class Escalation(Base):
     drafts: Mapped[list[Any]] = mapped_column(default=list)
     state: Mapped[str] = mapped_column(String(16), default="paged")
     level: Mapped[int] = mapped_column(Integer, default=1)
+    # The first page message of the latest round; every page message is in escalation_pages.
     page_channel: Mapped[str | None] = mapped_column(String(64))
     page_ts: Mapped[str | None] = mapped_column(String(32))
     permalink: Mapped[str | None] = mapped_column(Text)
+    # Re-pages decided so far; round repage_count + 1 is the current one.
     repage_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Rounds fully posted; below repage_count + 1 the current round is still to be (re)posted.
+    paged_rounds: Mapped[int] = mapped_column(Integer, default=0)
     next_action_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
     acknowledged_at: Mapped[datetime | None]
@@ -222,6 +235,31 @@ class Escalation(Base):
     events: Mapped[list[EscalationEvent]] = relationship(
         back_populates="escalation", order_by="EscalationEvent.id", cascade="all, delete-orphan"
     )
+    pages: Mapped[list[EscalationPage]] = relationship(
+        back_populates="escalation", order_by="EscalationPage.id", cascade="all, delete-orphan"
+    )
+
+
+class EscalationPage(Base):
+    """One page message (a channel post or a DM to one person); written before posting, ts filled after."""
+
+    __tablename__ = "escalation_pages"
+    __table_args__ = (UniqueConstraint("escalation_id", "round", "target", name="uq_escalation_page_target"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    escalation_id: Mapped[int] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"), index=True)
+    # 1 for the first page, n + 1 for the n-th re-page.
+    round: Mapped[int] = mapped_column(Integer)
+    level: Mapped[int] = mapped_column(Integer)
+    # A channel id, or the user id of a DM.
+    target: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    # None while posting (or after a post whose outcome is unknown): checked before posting again.
+    ts: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    posted_at: Mapped[datetime | None]
+
+    escalation: Mapped[Escalation] = relationship(back_populates="pages")
 
 
 class EscalationEvent(Base):

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
 
 from storage.models import (
     Conversation,
@@ -53,6 +54,36 @@ async def insert_inbound(
             .values(duplicates=InboundEvent.duplicates + 1)
         )
     return inserted
+
+
+async def insert_inbound_many(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], *, now: datetime
+) -> list[int | None]:
+    """`insert_inbound` for messages received together, in one statement. `rows` hold dedupe_key,
+    event_id, source and payload; the answer is in their order, None for each one seen before."""
+    first: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        first.setdefault(row["dedupe_key"], index)
+    statement = (
+        _insert(session, InboundEvent)
+        .values([{**rows[index], "status": "pending", "attempts": 0, "duplicates": 0, "received_at": now}
+                 for index in first.values()])
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(InboundEvent.id, InboundEvent.dedupe_key)
+    )
+    inserted = {key: inbox_id for inbox_id, key in (await session.execute(statement)).all()}
+    ids = [inserted.get(row["dedupe_key"]) if first[row["dedupe_key"]] == index else None
+           for index, row in enumerate(rows)]
+    repeats: dict[str, int] = {}
+    for row, inbox_id in zip(rows, ids, strict=True):
+        if inbox_id is None:
+            repeats[row["dedupe_key"]] = repeats.get(row["dedupe_key"], 0) + 1
+    for key, count in repeats.items():
+        await session.execute(
+            update(InboundEvent).where(InboundEvent.dedupe_key == key)
+            .values(duplicates=InboundEvent.duplicates + count)
+        )
+    return ids
 
 
 async def claim_inbound(
@@ -278,6 +309,8 @@ class LogFilter:
     text: str | None = None
     after_id: int | None = None
     limit: int = 50
+    # Rows skipped before the first returned one (the dashboard's pages).
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -364,9 +397,12 @@ def _log_query(filters: LogFilter) -> Select[Any]:
     if filters.until:
         statement = statement.where(RouteDecision.created_at < filters.until)
     if filters.text:
-        pattern = f"%{filters.text.lower()}%"
+        # The search is literal: % and _ typed by a reviewer match themselves.
+        literal = filters.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{literal}%"
         statement = statement.where(
-            or_(func.lower(Message.text).like(pattern), func.lower(RouteDecision.reply_text).like(pattern))
+            or_(func.lower(Message.text).like(pattern, escape="\\"),
+                func.lower(RouteDecision.reply_text).like(pattern, escape="\\"))
         )
     if filters.after_id is not None:
         statement = statement.where(RouteDecision.id > filters.after_id)
@@ -375,7 +411,7 @@ def _log_query(filters: LogFilter) -> Select[Any]:
 
 async def query_logs(session: AsyncSession, filters: LogFilter, *, oldest_first: bool = False) -> list[LogRow]:
     order = RouteDecision.id.asc() if oldest_first else RouteDecision.id.desc()
-    statement = _log_query(filters).order_by(order).limit(filters.limit)
+    statement = _log_query(filters).order_by(order).limit(filters.limit).offset(filters.offset)
     rows = []
     for decision, conversation, message, corrected_route in (await session.execute(statement)):
         rows.append(
@@ -411,3 +447,140 @@ async def count_logs(session: AsyncSession, filters: LogFilter) -> int:
 async def escalation_counts(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(Escalation.state, func.count()).group_by(Escalation.state))
     return {state: count for state, count in rows}
+
+
+# --- review: the dashboard ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionFact:
+    """What the dashboard's charts aggregate, one per routing decision (route after corrections)."""
+
+    created_at: datetime
+    route: str
+    decided_by: str
+    escalated: bool
+    voted: bool
+    vote_agreement: float | None
+    latency_ms: float | None
+
+
+async def decision_facts(session: AsyncSession, filters: LogFilter, *, limit: int = 50_000) -> list[DecisionFact]:
+    """Chart data for every decision `filters` selects (its page and limit aside), newest `limit` first."""
+    corrected = _latest_correction()
+    statement = (
+        _log_query(filters)
+        .with_only_columns(
+            RouteDecision.created_at, func.coalesce(corrected, RouteDecision.route),
+            case((corrected.is_not(None), "correction"), else_=RouteDecision.decided_by),
+            RouteDecision.escalated, RouteDecision.voted, RouteDecision.vote_agreement, RouteDecision.latency_ms,
+        )
+        .order_by(RouteDecision.id.desc())
+        .limit(limit)
+    )
+    return [DecisionFact(*row) for row in await session.execute(statement)]
+
+
+@dataclass(frozen=True)
+class LLMCallFact:
+    created_at: datetime
+    purpose: str
+    model: str
+    route: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    latency_ms: float
+    failed: bool
+
+
+async def llm_call_facts(
+    session: AsyncSession, *, since: datetime | None = None, until: datetime | None = None, limit: int = 50_000
+) -> list[LLMCallFact]:
+    """Token, latency and cost data of the LLM calls in a time window, newest `limit` first."""
+    statement = select(
+        LLMCall.created_at, LLMCall.purpose, LLMCall.model, LLMCall.route, LLMCall.input_tokens,
+        LLMCall.output_tokens, LLMCall.cache_read_tokens, LLMCall.cache_creation_tokens, LLMCall.latency_ms,
+        LLMCall.error.is_not(None),
+    )
+    if since is not None:
+        statement = statement.where(LLMCall.created_at >= since)
+    if until is not None:
+        statement = statement.where(LLMCall.created_at < until)
+    rows = await session.execute(statement.order_by(LLMCall.id.desc()).limit(limit))
+    return [LLMCallFact(*list(row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class ConversationReview:
+    """Everything recorded about one conversation, for the dashboard's conversation page."""
+
+    conversation: Conversation
+    messages: list[Message]
+    decisions: list[RouteDecision]
+    votes: list[Vote]
+    llm_calls: list[LLMCall]
+    escalations: list[Escalation]
+
+
+async def conversation_review(session: AsyncSession, conversation_id: int) -> ConversationReview | None:
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None:
+        return None
+    messages = (await session.execute(
+        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id))).scalars()
+    decisions = (await session.execute(
+        select(RouteDecision).where(RouteDecision.conversation_id == conversation_id)
+        .options(selectinload(RouteDecision.corrections)).order_by(RouteDecision.id))).scalars()
+    votes = (await session.execute(
+        select(Vote).join(RouteDecision, RouteDecision.id == Vote.decision_id)
+        .where(RouteDecision.conversation_id == conversation_id)
+        .options(selectinload(Vote.samples)).order_by(Vote.id))).scalars()
+    calls = (await session.execute(
+        select(LLMCall).where(LLMCall.conversation_id == conversation_id).order_by(LLMCall.id))).scalars()
+    escalations = (await session.execute(
+        select(Escalation).where(Escalation.conversation_id == conversation_id)
+        .options(selectinload(Escalation.events)).order_by(Escalation.id))).scalars()
+    return ConversationReview(conversation, list(messages), list(decisions), list(votes), list(calls),
+                              list(escalations))
+
+
+async def current_route(session: AsyncSession, decision_id: int) -> str | None:
+    """The route of a decision after its latest correction; None when there is no such decision."""
+    statement = select(func.coalesce(_latest_correction(), RouteDecision.route)).where(RouteDecision.id == decision_id)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def recent_conversations(
+    session: AsyncSession, *, team: str, channel: str, limit: int = 50
+) -> list[tuple[Conversation, str]]:
+    """The newest conversations of a channel with their first message's text."""
+    first_text = (
+        select(Message.text).where(Message.conversation_id == Conversation.id).order_by(Message.id).limit(1)
+        .correlate(Conversation).scalar_subquery()
+    )
+    statement = (
+        select(Conversation, first_text).where(Conversation.team == team, Conversation.channel == channel)
+        .order_by(Conversation.id.desc()).limit(limit)
+    )
+    return [(conversation, text or "") for conversation, text in await session.execute(statement)]
+
+
+async def recent_escalations(session: AsyncSession, *, limit: int = 50) -> list[Escalation]:
+    """Open escalations first (newest first), then the most recently closed ones."""
+    is_open = case((Escalation.state.in_(("paged", "acknowledged")), 0), else_=1)
+    statement = select(Escalation).order_by(is_open, Escalation.id.desc()).limit(limit)
+    return list((await session.execute(statement)).scalars())
+
+
+async def inbound_for_channel(
+    session: AsyncSession, *, team: str, channel: str, limit: int = 500
+) -> list[InboundEvent]:
+    """The newest inbox rows of one channel (the playground's channel history), oldest first."""
+    prefix = f"{team}:{channel}:".replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    statement = (
+        select(InboundEvent).where(InboundEvent.dedupe_key.like(prefix + "%", escape="\\"))
+        .order_by(InboundEvent.id.desc()).limit(limit)
+    )
+    return list(reversed(list((await session.execute(statement)).scalars())))

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from bot.errors import LLMError
 
 Purpose = Literal["route", "reply", "vote", "judge", "triage"]
+
+# The `kind` of an LLMError, as recorded in llm_calls.error and the supportbot_llm_errors_total metric:
+#   rate_limited (429), overloaded (529), server_error (other 5xx, 409), timeout (an attempt ran out of
+#   time), connection, bad_response (a body that is not a valid Messages response), deadline (the call's
+#   overall budget ran out), bad_request (other 4xx: our bug), auth (401/403), canceled/expired (batch
+#   items), bad_output (a well-formed answer that does not fit the requested tool schema).
+RETRYABLE_KINDS = frozenset({"rate_limited", "overloaded", "server_error", "timeout", "connection", "bad_response"})
+# Failures another model cannot fix: the request itself, the credentials, or a spent budget.
+NO_FALLBACK_KINDS = frozenset({"bad_request", "auth", "deadline"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,9 @@ class LLMRequest:
     # For the call log and cost per route; not sent to the model.
     route: str | None = None
     conversation_id: int | None = None
+    # Per-call overrides of the `[llm]` budget, set by the fallback step; None = the configured value.
+    deadline_s: float | None = None
+    max_retries: int | None = None
 
     def with_model(self, model: str) -> LLMRequest:
         return replace(self, model=model)
@@ -68,3 +83,31 @@ class LLM(Protocol):
     provider: str
 
     async def complete(self, request: LLMRequest) -> LLMResponse: ...
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """How far a Message Batch has got: requests finished (succeeded or not) out of the total."""
+
+    done: int
+    total: int
+    status: str
+
+
+class BatchLLM(LLM, Protocol):
+    """A provider that can also run many requests as one asynchronous batch (cheaper, slower)."""
+
+    supports_batch: bool
+
+    async def complete_batch(
+        self, requests: Sequence[LLMRequest], *, on_progress: Callable[[BatchProgress], None] | None = None
+    ) -> list[LLMResponse | LLMError]:
+        """One answer or one error per request, in request order; never raises for a single item."""
+        ...
+
+
+def batch_capable(llm: LLM) -> BatchLLM | None:
+    """`llm` as a BatchLLM when it (through its wrappers) can run a Message Batch, else None."""
+    if getattr(llm, "supports_batch", False) and hasattr(llm, "complete_batch"):
+        return llm  # type: ignore[return-value]
+    return None

@@ -29,7 +29,7 @@ class OfflineLLM:
         self._classify = classify
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        text = request.messages[-1].content if request.messages else ""
+        text = _quoted_message(request.messages[-1].content if request.messages else "")
         tool_input: Mapping[str, Any] | None = None
         reply = ""
         if request.tool is None:
@@ -91,6 +91,15 @@ class OfflineLLM:
         themes = list(dict.fromkeys(words))[:3]
         return {"route": routing["route"], "summary": _snippet(text, 120), "themes": themes,
                 "urgency": "high" if routing["route"] == "escalate" else "normal"}
+
+
+_QUOTED = re.compile(r"<message>\s*(.*?)\s*</message>", re.DOTALL)
+
+
+def _quoted_message(content: str) -> str:
+    """The customer's words when a prompt quotes them in <message> tags, else the whole content."""
+    found = _QUOTED.findall(content)
+    return found[-1] if found else content
 
 
 def _enum(schema: Mapping[str, Any], key: str) -> list[str] | None:

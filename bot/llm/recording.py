@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import structlog
 
 from bot.clock import Clock
 from bot.errors import LLMError
-from bot.llm.base import LLM, LLMRequest, LLMResponse
+from bot.llm.base import LLM, BatchProgress, LLMRequest, LLMResponse, batch_capable
 from bot.metrics import Metrics
-from storage import repositories as repo
 from storage.engine import Database
 from storage.models import LLMCall
 
@@ -25,6 +26,12 @@ class RecordingLLM:
         self._db = db
         self._clock = clock
         self._metrics = metrics
+        self._pending: list[tuple[list[LLMCall], asyncio.Future[list[int | None]]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def supports_batch(self) -> bool:
+        return batch_capable(self.inner) is not None
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         started = time.perf_counter()
@@ -32,23 +39,51 @@ class RecordingLLM:
             response = await self.inner.complete(request)
         except LLMError as exc:
             latency_ms = (time.perf_counter() - started) * 1000
-            await self._record(request, None, latency_ms, f"{exc.kind}: {exc}")
+            await self._record([self._row(request, None, latency_ms, exc)])
             self._metrics.llm_call(request.purpose, request.model, latency_ms, None, error=exc.kind)
             raise
         latency_ms = response.latency_ms or (time.perf_counter() - started) * 1000
-        call_id = await self._record(request, response, latency_ms, None)
+        [call_id] = await self._record([self._row(request, response, latency_ms, None)])
         self._metrics.llm_call(request.purpose, response.model, latency_ms, response.usage, error=None)
         return replace(response, call_id=call_id, latency_ms=latency_ms)
 
-    async def _record(
-        self, request: LLMRequest, response: LLMResponse | None, latency_ms: float, error: str | None
-    ) -> int | None:
+    async def complete_batch(
+        self, requests: Sequence[LLMRequest], *, on_progress: Callable[[BatchProgress], None] | None = None
+    ) -> list[LLMResponse | LLMError]:
+        inner = batch_capable(self.inner)
+        if inner is None:
+            raise TypeError(f"the {self.provider} provider cannot run message batches")
+        started = time.perf_counter()
+        results = await inner.complete_batch(requests, on_progress=on_progress)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        rows = []
+        for request, result in zip(requests, results, strict=True):
+            if isinstance(result, LLMError):
+                rows.append(self._row(request, None, elapsed_ms, result, provider=f"{self.provider}-batch"))
+                self._metrics.llm_call(request.purpose, request.model, elapsed_ms, None, error=result.kind)
+            else:
+                rows.append(self._row(request, result, result.latency_ms or elapsed_ms, None))
+                self._metrics.llm_call(request.purpose, result.model, result.latency_ms or elapsed_ms,
+                                       result.usage, error=None)
+        call_ids = await self._record(rows)
+        return [result if isinstance(result, LLMError) else replace(result, call_id=call_id)
+                for result, call_id in zip(results, call_ids, strict=True)]
+
+    async def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            await close()
+
+    def _row(
+        self, request: LLMRequest, response: LLMResponse | None, latency_ms: float, error: LLMError | None,
+        *, provider: str | None = None,
+    ) -> LLMCall:
         usage = response.usage if response is not None else None
-        call = LLMCall(
+        return LLMCall(
             conversation_id=request.conversation_id,
             purpose=request.purpose,
-            provider=response.provider if response is not None else self.provider,
-            model=response.model if response is not None else request.model,
+            provider=(response.provider if response is not None else provider or self.provider)[:16],
+            model=(response.model if response is not None else request.model)[:64],
             route=request.route,
             input_tokens=usage.input_tokens if usage else 0,
             output_tokens=usage.output_tokens if usage else 0,
@@ -56,13 +91,33 @@ class RecordingLLM:
             cache_creation_tokens=usage.cache_creation_tokens if usage else 0,
             latency_ms=latency_ms,
             stop_reason=response.stop_reason if response is not None else None,
-            error=error[:2000] if error else None,
+            error=f"{error.kind}: {error}"[:2000] if error is not None else None,
             created_at=self._clock.now(),
         )
-        try:
-            async with self._db.sessions.begin() as session:
-                return await repo.add_llm_call(session, call)
-        except Exception:
-            # Losing one call record must not lose the user's answer.
-            log.exception("llm_call_not_recorded", purpose=request.purpose)
-            return None
+
+    async def _record(self, rows: list[LLMCall]) -> list[int | None]:
+        """Row ids once written. Calls that finish together (voting samples, triage) share one transaction:
+        whoever arrives while a write is under way joins the next one instead of queueing for its own."""
+        waiter: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, waiter))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        return await asyncio.shield(waiter)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self._db.sessions.begin() as session:
+                    # One multi-row INSERT for the whole batch, ids returned.
+                    session.add_all([row for rows, _ in batch for row in rows])
+                    await session.flush()
+                ids: list[list[int | None]] = [[row.id for row in rows] for rows, _ in batch]
+            except Exception:
+                # Losing call records must never cost a user the answer.
+                purposes = sorted({row.purpose for rows, _ in batch for row in rows})
+                log.exception("llm_call_not_recorded", purposes=purposes)
+                ids = [[None] * len(rows) for rows, _ in batch]
+            for (_, waiter), written in zip(batch, ids, strict=True):
+                if not waiter.done():
+                    waiter.set_result(list(written))

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from bot.config import Config
-from bot.errors import LLMError
+from bot.errors import LLMBadOutput, LLMError
 from bot.llm.base import LLM, ChatMessage, LLMRequest, ToolSpec
 from bot.router.base import RouteDecision, RoutingContext
 
@@ -85,9 +85,9 @@ class LLMRouter:
         """Claude's decision, or why there is none (unavailable, or an answer outside the schema)."""
         started = time.perf_counter()
         context = context or RoutingContext()
-        prior = "\n".join(f"- {turn}" for turn in context.history[-3:])
+        prior = "\n".join(f"- {_as_data(turn)[:500]}" for turn in context.history[-3:])
         content = (f"Earlier in the thread:\n{prior}\n\n" if prior else "") + (
-            f"<message>\n{text[:MAX_ROUTED_CHARS]}\n</message>"
+            f"<message>\n{_as_data(text[:MAX_ROUTED_CHARS])}\n</message>"
         )
         request = LLMRequest(
             purpose="route",
@@ -101,12 +101,16 @@ class LLMRouter:
         )
         try:
             response = await self._llm.complete(request)
+        except LLMBadOutput as exc:
+            log.warning("llm_route_invalid", error=str(exc)[:300])
+            return f"LLM router answered outside the schema: {exc}"
         except LLMError as exc:
+            log.warning("llm_route_unavailable", kind=exc.kind, error=str(exc)[:300])
             return f"LLM router unavailable ({exc.kind}): {exc}"
         parsed = parse_route_answer(response.tool_input, self._routes)
-        if parsed is None:
-            log.warning("llm_route_invalid", answer=str(response.tool_input)[:300], text=response.text[:200])
-            return f"LLM router answered outside the schema: {str(response.tool_input)[:120]}"
+        if isinstance(parsed, str):
+            log.warning("llm_route_invalid", problem=parsed, answer=str(response.tool_input)[:300])
+            return f"LLM router answered outside the schema ({parsed}): {str(response.tool_input)[:120]}"
         route, confidence, reason = parsed
         return RouteDecision(
             route=route,
@@ -119,19 +123,29 @@ class LLMRouter:
         )
 
 
-def parse_route_answer(answer: Mapping[str, Any] | None, routes: list[str]) -> tuple[str, float, str] | None:
-    """(route, confidence, reason) if the tool input is valid, else None."""
+def _as_data(text: str) -> str:
+    """The customer's text cannot close the <message> tag it is quoted in."""
+    return text.replace("</message>", "</ message>").replace("<message>", "< message>")
+
+
+def parse_route_answer(answer: Mapping[str, Any] | None, routes: list[str]) -> tuple[str, float, str] | str:
+    """(route, confidence, reason) when the tool input fits the schema, else what is wrong with it."""
     if not isinstance(answer, Mapping):
-        return None
+        return "no tool input"
     route = answer.get("route")
-    if not isinstance(route, str) or route.strip().lower() not in routes:
-        return None
-    raw_confidence = answer.get("confidence", 0.5)
-    try:
-        confidence = float(raw_confidence)
-    except (TypeError, ValueError):
-        confidence = 0.5
-    if math.isnan(confidence):
-        confidence = 0.5
+    if not isinstance(route, str):
+        return "route is missing" if route is None else "route is not a string"
+    route = route.strip().lower()
+    if route not in routes:
+        return f"route {route!r} is not one of {', '.join(routes)}"
+    confidence = answer.get("confidence")
+    if confidence is None:
+        return "confidence is missing"
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        return "confidence is not a number"
+    if math.isnan(confidence) or not 0.0 <= confidence <= 1.0:
+        return f"confidence {confidence!r} is outside 0..1"
     reason = answer.get("reason")
-    return route.strip().lower(), min(1.0, max(0.0, confidence)), str(reason or "")[:300]
+    if reason is not None and not isinstance(reason, str):
+        return "reason is not a string"
+    return route, float(confidence), (reason or "(no reason given)").strip()[:300]

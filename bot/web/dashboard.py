@@ -1,17 +1,479 @@
-"""The review dashboard's routes (the full dashboard and playground build on these)."""
+"""The review dashboard: decisions with filters, conversation inspection, charts, route corrections, and the
+local playground, all behind one gate (token or session cookie, CSRF on every state change)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+import structlog
 from aiohttp import web
 
 from bot.runtime import Runtime
+from bot.web import charts
+from bot.web.filters import DECIDED_BY, FilterForm, parse_filters
+from bot.web.review import call_fact, review_json, thread_view
+from bot.web.security import (
+    ACCESS_KEY,
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    DashboardAuth,
+    add_security_headers,
+    loopback_host,
+    safe_next,
+    same_origin,
+)
+from bot.web.stats import DashboardStats, build_stats, call_cost
 from storage import repositories as repo
+from storage.models import RouteCorrection, RouteDecision
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
+REVIEWER_DEFAULT = "dashboard"
+
+
+class Retrainer:
+    """Retrains the local router after corrections, off the request path; bursts coalesce into one more run."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self.runs = 0
+        self.corrections_used: int | None = None
+        self.last_error: str | None = None
+        self.finished_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def request(self) -> None:
+        if self.running:
+            self._again = True
+            return
+        self._task = asyncio.create_task(self._run(), name="retrain-local-router")
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            try:
+                self.corrections_used = await self._runtime.retrain_local_router()
+                self.last_error = None
+            except Exception as exc:  # the next correction (or restart) trains again
+                log.exception("local_router_retrain_failed")
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            self.runs += 1
+            self.finished_at = datetime.now(UTC)
+            if not self._again:
+                return
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def as_json(self) -> dict[str, Any]:
+        return {"retraining": self.running, "retrain_runs": self.runs, "corrections_used": self.corrections_used,
+                "last_retrain_at": self.finished_at.isoformat() if self.finished_at else None,
+                "last_error": self.last_error}
+
+
+@dataclass
+class Dashboard:
+    runtime: Runtime
+    auth: DashboardAuth
+    templates: jinja2.Environment
+    retrainer: Retrainer
+    static: dict[str, tuple[bytes, str]]
+
+    @property
+    def playground_enabled(self) -> bool:
+        from bot.local_chat import LocalChat
+
+        return isinstance(self.runtime.chat, LocalChat)
+
+    @property
+    def routes(self) -> list[str]:
+        return self.runtime.config.route_names
+
+    # --- the gate ----------------------------------------------------------------------------------
+
+    def guard(self, handler: Handler, *, page: bool) -> Handler:
+        """Authenticate, check CSRF on state changes, and add the security headers to whatever comes back."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            try:
+                response = await self._enter(request, handler, page=page)
+            except web.HTTPException as exc:
+                add_security_headers(exc)
+                raise
+            access = request.get(ACCESS_KEY)
+            if access is not None and access.new_cookie is not None:
+                self.auth.set_session_cookie(request, response, access.new_cookie)
+            add_security_headers(response)
+            return response
+
+        return guarded
+
+    async def _enter(self, request: web.Request, handler: Handler, *, page: bool) -> web.StreamResponse:
+        if not self.auth.required and not loopback_host(request):
+            return self.error(request, 403, "This dashboard has no SUPPORTBOT_DASHBOARD_TOKEN, so it only answers "
+                                            "on 127.0.0.1 or localhost.", page=page)
+        access = self.auth.identify(request)
+        if access is None:
+            if page and request.method in ("GET", "HEAD"):
+                raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/')}")
+            response = self.error(request, 401, "authentication required: log in, or send "
+                                                "Authorization: Bearer <SUPPORTBOT_DASHBOARD_TOKEN>", page=page)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="supportbot"'
+            return response
+        request[ACCESS_KEY] = access
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            refused = await self.auth.check_csrf(request, access)
+            if refused is not None:
+                log.warning("dashboard_csrf_refused", path=request.path, reason=refused)
+                return self.error(request, 403, refused, page=page)
+        return await handler(request)
+
+    # --- rendering ---------------------------------------------------------------------------------
+
+    def render(self, request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+        access = request.get(ACCESS_KEY)
+        session = access.session_id if access is not None else None
+        settings = self.runtime.settings
+        html = self.templates.get_template(template).render(
+            csrf_field=CSRF_FIELD,
+            csrf_token=self.auth.csrf_token(session) if session else "",
+            auth_required=self.auth.required,
+            signed_in=access is not None and access.via == "session" and self.auth.required,
+            playground_enabled=self.playground_enabled,
+            run_mode=settings.run_mode,
+            llm_provider=self.runtime.llm.provider,
+            router_mode=self.runtime.config.router.mode,
+            path=request.path,
+            **context,
+        )
+        return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+    def error(self, request: web.Request, status: int, message: str, *, page: bool) -> web.Response:
+        if page:
+            return self.render(request, "error.html", status=status, status_code=status, message=message)
+        return web.json_response({"error": message}, status=status)
+
+    def colors(self) -> dict[str, str]:
+        return charts.route_colors(self.routes)
+
+
+DASHBOARD_KEY = web.AppKey("dashboard", Dashboard)
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    files: dict[str, tuple[bytes, str]] = {}
+    folder = resources.files("bot.web").joinpath("static")
+    for entry in folder.iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1]
+        if entry.is_file() and suffix in STATIC_TYPES:
+            files[entry.name] = (entry.read_bytes(), STATIC_TYPES[suffix])
+    return files
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("bot.web", "templates"),
+        # Every Slack message is untrusted: escape everything, always.
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = lambda value: "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+    env.filters["ms"] = _duration
+    env.filters["pct"] = lambda value: "–" if value is None else f"{value:.0%}"
+    env.filters["usd"] = lambda value: "n/a" if value is None else f"${value:,.4f}"
+    env.filters["num"] = lambda value: f"{value:,}"
+    return env
+
+
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _duration(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
 def add_dashboard_routes(app: web.Application, runtime: Runtime) -> None:
-    async def index(request: web.Request) -> web.Response:
-        async with runtime.db.sessions() as session:
-            rows = await repo.query_logs(session, repo.LogFilter(limit=50))
-        return web.json_response({"decisions": [row.as_json() for row in rows]})
+    token = runtime.settings.supportbot_dashboard_token
+    dashboard = Dashboard(
+        runtime=runtime,
+        auth=DashboardAuth(token.get_secret_value().strip() if token is not None else None),
+        templates=_environment(),
+        retrainer=Retrainer(runtime),
+        static=_load_static(),
+    )
+    app[DASHBOARD_KEY] = dashboard
 
-    app.router.add_get("/api/decisions", index)
+    async def stop_retraining(_app: web.Application) -> None:
+        await dashboard.retrainer.close()
+
+    app.on_cleanup.append(stop_retraining)
+    page = dashboard.guard
+    app.router.add_get("/", page(partial(_home, dashboard), page=True))
+    app.router.add_get("/dashboard", page(partial(_overview, dashboard), page=True))
+    app.router.add_get("/decisions", page(partial(_decisions, dashboard), page=True))
+    app.router.add_get("/conversations/{id:\\d+}", page(partial(_conversation, dashboard), page=True))
+    app.router.add_post("/decisions/{id:\\d+}/correction",
+                        page(partial(_correct_form, dashboard), page=True))
+    app.router.add_get("/api/decisions", page(partial(_api_decisions, dashboard), page=False))
+    app.router.add_get("/api/conversations/{id:\\d+}",
+                       page(partial(_api_conversation, dashboard), page=False))
+    app.router.add_get("/api/stats", page(partial(_api_stats, dashboard), page=False))
+    app.router.add_post("/api/decisions/{id:\\d+}/correction",
+                        page(partial(_correct_api, dashboard), page=False))
+    app.router.add_get("/api/router", page(partial(_api_router, dashboard), page=False))
+    app.router.add_post("/logout", page(partial(_logout, dashboard), page=True))
+    app.router.add_get("/login", partial(_login_page, dashboard))
+    app.router.add_post("/login", partial(_login, dashboard))
+    app.router.add_get("/static/{name}", partial(_static, dashboard))
+
+    from bot.web.playground import add_playground_routes
+
+    add_playground_routes(app, dashboard)
+
+
+
+# --- pages -------------------------------------------------------------------------------------------
+
+
+async def _home(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/playground" if dashboard.playground_enabled else "/dashboard")
+
+
+async def _overview(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    form = parse_filters(request.query, routes=dashboard.routes, default_since="7d")
+    stats = await _stats(dashboard, form)
+    colors = dashboard.colors()
+    labels = stats.buckets.labels
+    rendered = {
+        "per_route": charts.stacked_bars("messages-per-route", "Messages per route", labels, stats.per_route, colors),
+        "escalations": charts.rate_bars("escalation-rate", "Escalation rate", labels, stats.escalations),
+        "agreement": charts.histogram("vote-agreement", "Vote agreement", stats.agreement),
+        "latency": charts.latency_bars("latency", "Latency percentiles", stats.latency),
+        "cost": charts.cost_bars("cost-per-route", "Tokens and estimated cost per route", stats.usage, colors),
+    }
+    return dashboard.render(request, "overview.html", form=form, stats=stats, charts=rendered, colors=colors,
+                            routes=dashboard.routes, decided_by_values=DECIDED_BY,
+                            min_agreement=dashboard.runtime.config.voting.min_agreement,
+                            step_label="hour" if stats.buckets.step.total_seconds() < 86400 else "day")
+
+
+async def _stats(dashboard: Dashboard, form: FilterForm) -> DashboardStats:
+    now = datetime.now(UTC)
+    until = form.filters.until or now
+    async with dashboard.runtime.db.sessions() as session:
+        facts = await repo.decision_facts(session, form.filters)
+        calls = await repo.llm_call_facts(session, since=form.filters.since, until=form.filters.until)
+    return build_stats(facts, calls, since=form.filters.since, until=until, routes=dashboard.routes,
+                       prices=dashboard.runtime.config.llm.prices)
+
+
+async def _decisions(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    form = parse_filters(request.query, routes=dashboard.routes)
+    async with dashboard.runtime.db.sessions() as session:
+        rows = await repo.query_logs(session, form.filters)
+        total = await repo.count_logs(session, form.filters)
+    pages = max(1, math.ceil(total / form.page_size))
+    return dashboard.render(request, "decisions.html", form=form, rows=rows, total=total, pages=pages,
+                            routes=dashboard.routes, decided_by_values=DECIDED_BY, colors=dashboard.colors())
+
+
+async def _conversation(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    conversation_id = int(request.match_info["id"])
+    async with dashboard.runtime.db.sessions() as session:
+        review = await repo.conversation_review(session, conversation_id)
+    if review is None:
+        return dashboard.error(request, 404, f"There is no conversation #{conversation_id}.", page=True)
+    prices = dashboard.runtime.config.llm.prices
+    costs = {call.id: call_cost(call_fact(call), prices) for call in review.llm_calls}
+    corrected = request.query.get("corrected")
+    return dashboard.render(
+        request, "conversation.html", review=review, thread=thread_view(review), costs=costs,
+        routes=dashboard.routes, colors=dashboard.colors(), score_bars=charts.score_bars,
+        corrected=int(corrected) if corrected and corrected.isdigit() else None,
+        playground_link=dashboard.playground_enabled and review.conversation.source == "local",
+    )
+
+
+# --- route corrections ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorrectionOutcome:
+    status: int
+    message: str
+    conversation_id: int | None = None
+    old_route: str | None = None
+    new_route: str | None = None
+
+
+async def _correct(dashboard: Dashboard, decision_id: int, fields: Mapping[str, Any]) -> CorrectionOutcome:
+    route = str(fields.get("route") or "").strip()
+    reviewer = " ".join(str(fields.get("reviewer") or "").split())[:64] or REVIEWER_DEFAULT
+    note = str(fields.get("note") or "").strip()[:2000]
+    if route not in dashboard.routes:
+        return CorrectionOutcome(400, f"{route!r} is not a configured route (use one of "
+                                      f"{', '.join(dashboard.routes)})")
+    runtime = dashboard.runtime
+    async with runtime.db.sessions.begin() as session:
+        current = await repo.current_route(session, decision_id)
+        if current is None:
+            return CorrectionOutcome(404, f"There is no routing decision #{decision_id}.")
+        decision = await session.get(RouteDecision, decision_id)
+        assert decision is not None
+        conversation_id = decision.conversation_id
+        if current == route:
+            return CorrectionOutcome(200, f"Decision #{decision_id} is already routed to {route}; nothing changed.",
+                                     conversation_id, current, route)
+        await repo.add_correction(session, RouteCorrection(
+            decision_id=decision_id, old_route=current, new_route=route, reviewer=reviewer, note=note,
+            created_at=runtime.clock.now()))
+    log.info("route_corrected", decision_id=decision_id, old_route=current, new_route=route, reviewer=reviewer)
+    dashboard.retrainer.request()
+    return CorrectionOutcome(201, f"Decision #{decision_id} corrected from {current} to {route}; the local router "
+                                  "is retraining with every correction.", conversation_id, current, route)
+
+
+async def _correct_form(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    outcome = await _correct(dashboard, int(request.match_info["id"]), form)
+    if outcome.status >= 400 or outcome.conversation_id is None:
+        return dashboard.error(request, outcome.status, outcome.message, page=True)
+    decision_id = request.match_info["id"]
+    raise web.HTTPSeeOther(f"/conversations/{outcome.conversation_id}?corrected={decision_id}#decision-{decision_id}")
+
+
+async def _correct_api(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "send a JSON object like {\"route\": \"billing\"}"}, status=400)
+    if not isinstance(body, dict):
+        return web.json_response({"error": "send a JSON object like {\"route\": \"billing\"}"}, status=400)
+    outcome = await _correct(dashboard, int(request.match_info["id"]), body)
+    if outcome.status >= 400:
+        return web.json_response({"error": outcome.message}, status=outcome.status)
+    return web.json_response({"decision_id": int(request.match_info["id"]), "old_route": outcome.old_route,
+                              "route": outcome.new_route, "message": outcome.message}, status=outcome.status)
+
+
+# --- JSON ------------------------------------------------------------------------------------------------
+
+
+def _bad_filters(form: FilterForm) -> web.Response | None:
+    if form.errors:
+        return web.json_response({"error": "bad filter: " + "; ".join(form.errors)}, status=400)
+    return None
+
+
+async def _api_decisions(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    form = parse_filters(request.query, routes=dashboard.routes)
+    if (bad := _bad_filters(form)) is not None:
+        return bad
+    async with dashboard.runtime.db.sessions() as session:
+        rows = await repo.query_logs(session, form.filters)
+        total = await repo.count_logs(session, form.filters)
+    return web.json_response({"total": total, "page": form.page, "limit": form.page_size,
+                              "pages": max(1, math.ceil(total / form.page_size)),
+                              "decisions": [row.as_json() for row in rows]})
+
+
+async def _api_conversation(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    conversation_id = int(request.match_info["id"])
+    async with dashboard.runtime.db.sessions() as session:
+        review = await repo.conversation_review(session, conversation_id)
+    if review is None:
+        return web.json_response({"error": f"there is no conversation #{conversation_id}"}, status=404)
+    prices = dashboard.runtime.config.llm.prices
+    return web.json_response(review_json(review, {c.id: call_cost(call_fact(c), prices) for c in review.llm_calls}))
+
+
+async def _api_stats(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    form = parse_filters(request.query, routes=dashboard.routes, default_since="7d")
+    if (bad := _bad_filters(form)) is not None:
+        return bad
+    stats = await _stats(dashboard, form)
+    return web.json_response(stats.as_json())
+
+
+async def _api_router(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    return web.json_response({"mode": dashboard.runtime.config.router.mode,
+                              "threshold": dashboard.runtime.config.router.confidence_threshold,
+                              **dashboard.retrainer.as_json()})
+
+
+# --- login, logout, static ---------------------------------------------------------------------------------
+
+
+async def _login_page(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    target = safe_next(request.query.get("next"))
+    if not dashboard.auth.required:
+        raise web.HTTPSeeOther(target)
+    response = dashboard.render(request, "login.html", next=target, failed=False)
+    add_security_headers(response)
+    return response
+
+
+async def _login(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    auth = dashboard.auth
+    client = request.remote or "unknown"
+    form = await request.post()
+    target = safe_next(str(form.get("next") or "/"))
+    if not auth.required:
+        raise web.HTTPSeeOther(target)
+    if not same_origin(request):
+        response = dashboard.error(request, 403, "the login form was posted from another site", page=True)
+    elif auth.login_blocked(client):
+        response = dashboard.error(request, 429, "too many failed logins: wait ten minutes", page=True)
+    elif auth.token_matches(str(form.get("token") or "")):
+        response = see_other(target)
+        auth.set_session_cookie(request, response, auth.new_session())
+        log.info("dashboard_login", client=client)
+    else:
+        auth.login_failed(client)
+        log.warning("dashboard_login_failed", client=client)
+        response = dashboard.render(request, "login.html", status=401, next=target, failed=True)
+    add_security_headers(response)
+    return response
+
+
+async def _logout(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    response = see_other("/login" if dashboard.auth.required else "/")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def _static(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    found = dashboard.static.get(request.match_info["name"])
+    if found is None:
+        raise web.HTTPNotFound()
+    body, content_type = found
+    response = web.Response(body=body, content_type=content_type,
+                            charset="utf-8", headers={"Cache-Control": "public, max-age=300"})
+    add_security_headers(response, cache=True)
+    return response
+

@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 from sqlalchemy import text
 
-from bot.runtime import Runtime, build_runtime
+from bot.clock import Clock
 from bot.config import Config
+from bot.llm.base import LLM
+from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
 from storage import repositories as repo
+
+if TYPE_CHECKING:
+    from bot.slack.app import SlackBot
 
 log = structlog.get_logger(__name__)
 
@@ -59,34 +66,75 @@ def build_web_app(runtime: Runtime) -> web.Application:
     return app
 
 
-async def serve(settings: Settings, config: Config, *, host: str, port: int) -> None:
-    """Run until SIGINT/SIGTERM, then stop taking work and drain in-flight messages."""
-    runtime = await build_runtime(settings, config)
-    app = build_web_app(runtime)
+@dataclass
+class RunningServer:
+    """The started server of `supportbot serve`: one runtime, one aiohttp site, and Slack when configured."""
+
+    runtime: Runtime
+    app: web.Application
+    runner: web.AppRunner
+    site: web.TCPSite
+    host: str
+    port: int
+    slack: SlackBot | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop receiving (Socket Mode, then HTTP), then drain in-flight messages, then close."""
+        log.info("shutting_down")
+        if self.slack is not None:
+            await self.slack.close_async()
+        await self.site.stop()
+        await self.runtime.close()
+        await self.runner.cleanup()
+
+
+async def start_server(
+    settings: Settings, config: Config, *, host: str, port: int, clock: Clock | None = None,
+    llm: LLM | None = None, instance_id: str | None = None,
+) -> RunningServer:
+    """Build the runtime (with the Slack transport in http/socket mode) and start serving; `port=0` picks one."""
     mode = settings.run_mode
-    socket_handler = None
+    chat = None
+    if mode in ("http", "socket"):
+        from bot.slack.transport import open_slack_chat
+
+        chat = await open_slack_chat(settings, config)
+    runtime = await build_runtime(settings, config, chat=chat, clock=clock, llm=llm, instance_id=instance_id)
+    app = build_web_app(runtime)
+    slack = None
     if mode in ("http", "socket"):
         from bot.slack.app import attach_slack
 
-        socket_handler = await attach_slack(app, runtime)
+        try:
+            slack = await attach_slack(app, runtime)
+        except BaseException:
+            await runtime.close()
+            raise
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    bound_port = int(runner.addresses[0][1]) if port == 0 else port
     runtime.dispatcher.start_background(sweep=runtime.escalations.sweep)
     await runtime.dispatcher.recover()
+    log.info("serving", mode=mode, url=f"http://{host}:{bound_port}/", llm=runtime.llm.provider)
+    return RunningServer(runtime=runtime, app=app, runner=runner, site=site, host=host, port=bound_port,
+                         slack=slack)
+
+
+async def serve(settings: Settings, config: Config, *, host: str, port: int) -> None:
+    """Run until SIGINT/SIGTERM, then stop taking work and drain in-flight messages."""
+    server = await start_server(settings, config, host=host, port=port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    log.info("serving", mode=mode, url=f"http://{host}:{port}/", llm=runtime.llm.provider)
     try:
         await stop.wait()
     finally:
-        log.info("shutting_down")
-        if socket_handler is not None:
-            await socket_handler.close_async()
-        await site.stop()
-        await runtime.close()
-        await runner.cleanup()
+        await server.stop()

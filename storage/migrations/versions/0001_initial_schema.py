@@ -17,6 +17,9 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Mirrors storage.models.OPEN_ESCALATION_SQL (a migration never imports the live models).
+OPEN_ESCALATION_SQL = "state IN ('paged', 'acknowledged')"
+
 
 def upgrade() -> None:
 
@@ -157,6 +160,7 @@ def upgrade() -> None:
         sa.Column("page_ts", sa.String(length=32), nullable=True),
         sa.Column("permalink", sa.Text(), nullable=True),
         sa.Column("repage_count", sa.Integer(), nullable=False),
+        sa.Column("paged_rounds", sa.Integer(), nullable=False),
         sa.Column("next_action_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("acknowledged_by", sa.String(length=64), nullable=True),
         sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
@@ -175,6 +179,10 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "ix_escalations_state_next", ["state", "next_action_at"], unique=False
+        )
+        batch_op.create_index(
+            "uq_escalations_open_conversation", ["conversation_id"], unique=True,
+            sqlite_where=sa.text(OPEN_ESCALATION_SQL), postgresql_where=sa.text(OPEN_ESCALATION_SQL),
         )
 
     op.create_table(
@@ -231,6 +239,26 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "escalation_pages",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("escalation_id", sa.Integer(), nullable=False),
+        sa.Column("round", sa.Integer(), nullable=False),
+        sa.Column("level", sa.Integer(), nullable=False),
+        sa.Column("target", sa.String(length=64), nullable=False),
+        sa.Column("channel", sa.String(length=64), nullable=True),
+        sa.Column("ts", sa.String(length=32), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("posted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["escalation_id"], ["escalations.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("escalation_id", "round", "target", name="uq_escalation_page_target"),
+    )
+    with op.batch_alter_table("escalation_pages", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_escalation_pages_escalation_id"), ["escalation_id"], unique=False
+        )
+
+    op.create_table(
         "vote_samples",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("vote_id", sa.Integer(), nullable=False),
@@ -253,6 +281,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_vote_samples_vote_id"))
 
     op.drop_table("vote_samples")
+    with op.batch_alter_table("escalation_pages", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_escalation_pages_escalation_id"))
+
+    op.drop_table("escalation_pages")
     with op.batch_alter_table("escalation_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_escalation_events_escalation_id"))
 
@@ -266,6 +298,7 @@ def downgrade() -> None:
 
     op.drop_table("route_corrections")
     with op.batch_alter_table("escalations", schema=None) as batch_op:
+        batch_op.drop_index("uq_escalations_open_conversation")
         batch_op.drop_index("ix_escalations_state_next")
         batch_op.drop_index(batch_op.f("ix_escalations_conversation_id"))
 

@@ -1,0 +1,59 @@
+"""Block Kit for the bot's replies: the answer in mrkdwn sections and a "Get a human" button."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from bot.escalation import REQUEST_ACTION
+
+# Slack refuses a section whose text is longer than this.
+SECTION_LIMIT: Final = 3000
+REPLY_EVENT_TYPE: Final = "supportbot_reply"
+GET_A_HUMAN: Final = "Get a human"
+
+
+def thread_key(team: str, channel: str, thread_ts: str) -> str:
+    """The button value that names a thread: `team:channel:thread_ts`."""
+    return f"{team}:{channel}:{thread_ts}"
+
+
+def parse_thread_key(value: str) -> tuple[str, str, str] | None:
+    parts = value.split(":")
+    if len(parts) != 3 or not all(parts):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def reply_metadata(dedupe_key: str) -> dict[str, Any]:
+    """Message metadata that lets `find_reply` recognise this reply after a crash."""
+    return {"event_type": REPLY_EVENT_TYPE, "event_payload": {"dedupe_key": dedupe_key}}
+
+
+def reply_blocks(text: str, *, request_value: str | None) -> list[dict[str, Any]]:
+    """The answer as mrkdwn sections; with `request_value`, a button to ask for a person."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": chunk}} for chunk in split_sections(text)
+    ]
+    if request_value is not None:
+        blocks.append({
+            "type": "actions", "block_id": "supportbot_reply",
+            "elements": [{"type": "button", "action_id": REQUEST_ACTION, "value": request_value,
+                          "text": {"type": "plain_text", "text": GET_A_HUMAN}}],
+        })
+    return blocks
+
+
+def split_sections(text: str, limit: int = SECTION_LIMIT) -> list[str]:
+    """Cut `text` into pieces a section accepts, preferring paragraph and line ends."""
+    pieces: list[str] = []
+    rest = text.strip() or " "
+    while len(rest) > limit:
+        cut = max(rest.rfind("\n\n", 0, limit), rest.rfind("\n", 0, limit))
+        if cut < limit // 2:
+            cut = rest.rfind(" ", 0, limit)
+        if cut < limit // 2:
+            cut = limit
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip("\n ")
+    pieces.append(rest)
+    return pieces

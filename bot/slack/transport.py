@@ -1,0 +1,243 @@
+"""The chat port over the Slack Web API: replies in threads, pages, ephemeral notes, history, working status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+import structlog
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.config import Config
+from bot.domain import InboundMessage, PostedMessage, Turn
+from bot.errors import SupportbotError, TransportError
+from bot.ports import ReplyKind
+from bot.settings import Settings
+from bot.slack.blocks import REPLY_EVENT_TYPE, reply_blocks, reply_metadata, thread_key
+from bot.slack.client import DEFAULT_TIMEOUT_S, build_web_client
+from bot.slack.events import HUMAN_SUBTYPES
+from bot.slack.text import to_plain_text, without_pings
+
+log = structlog.get_logger(__name__)
+
+WORKING_REACTION: Final = "eyes"
+WORKING_STATUS: Final = "is looking into it…"
+# conversations.replies pages read when looking for a reply or loading a thread.
+PAGE_SIZE: Final = 200
+MAX_PAGES: Final = 10
+# Slack answers these when the working indicator is already in the wanted state.
+_HARMLESS: Final = frozenset({"already_reacted", "no_reaction"})
+
+
+class SlackSetupError(SupportbotError):
+    """Slack refused the credentials at start (bad token, wrong workspace)."""
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    user_id: str
+    bot_id: str
+    team_id: str
+
+
+class SlackChat:
+    """Implements bot.ports.ChatTransport; raises TransportError when Slack did not take a message."""
+
+    name = "slack"
+
+    def __init__(
+        self, client: AsyncWebClient, *, quick_client: AsyncWebClient | None = None,
+        session: aiohttp.ClientSession | None = None, history_budget_chars: int = 8_000,
+    ) -> None:
+        self.client = client
+        # For cosmetic calls (reactions, status): no retries, a missing 👀 must never delay a reply.
+        self._quick = quick_client or client
+        self._session = session
+        self._history_budget = history_budget_chars
+        self._identity: BotIdentity | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def identity(self) -> BotIdentity:
+        """Who the bot is in this workspace (auth.test, asked once)."""
+        if self._identity is None:
+            response = await self._call("auth.test", self.client.auth_test())
+            self._identity = BotIdentity(str(response.get("user_id", "")), str(response.get("bot_id", "")),
+                                         str(response.get("team_id", "")))
+        return self._identity
+
+    # --- replies ------------------------------------------------------------------------------
+
+    async def post_reply(self, msg: InboundMessage, text: str, *, kind: ReplyKind = "reply") -> PostedMessage:
+        text = without_pings(text)
+        button = thread_key(msg.team, msg.channel, msg.root_ts) if kind == "reply" else None
+        response = await self._call("chat.postMessage", self.client.chat_postMessage(
+            channel=msg.channel, thread_ts=msg.root_ts, text=text, blocks=reply_blocks(text, request_value=button),
+            metadata=reply_metadata(msg.dedupe_key), unfurl_links=False, unfurl_media=False,
+        ))
+        return PostedMessage(str(response["channel"]), str(response["ts"]))
+
+    async def find_reply(self, msg: InboundMessage) -> PostedMessage | None:
+        async for message in self._thread(msg.channel, msg.root_ts, include_metadata=True):
+            metadata = message.get("metadata")
+            if not isinstance(metadata, Mapping) or metadata.get("event_type") != REPLY_EVENT_TYPE:
+                continue
+            payload = metadata.get("event_payload")
+            if isinstance(payload, Mapping) and payload.get("dedupe_key") == msg.dedupe_key:
+                return PostedMessage(msg.channel, str(message["ts"]))
+        return None
+
+    # --- messages -----------------------------------------------------------------------------
+
+    async def post_message(
+        self, channel: str, text: str, *, thread_ts: str | None = None,
+        blocks: Sequence[Mapping[str, Any]] | None = None,
+    ) -> PostedMessage:
+        response = await self._call("chat.postMessage", self.client.chat_postMessage(
+            channel=channel, text=text, thread_ts=thread_ts, blocks=[dict(b) for b in blocks] if blocks else None,
+            unfurl_links=False,
+        ))
+        return PostedMessage(str(response["channel"]), str(response["ts"]))
+
+    async def update_message(
+        self, channel: str, ts: str, text: str, *, blocks: Sequence[Mapping[str, Any]] | None = None
+    ) -> None:
+        await self._call("chat.update", self.client.chat_update(
+            channel=channel, ts=ts, text=text, blocks=[dict(b) for b in blocks] if blocks is not None else None))
+
+    async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+        await self._call("chat.postEphemeral", self.client.chat_postEphemeral(
+            channel=channel, user=user, text=text, thread_ts=thread_ts))
+
+    async def open_dm(self, user: str) -> str:
+        response = await self._call("conversations.open", self.client.conversations_open(users=user))
+        channel = response.get("channel")
+        if not isinstance(channel, Mapping) or not channel.get("id"):
+            raise TransportError("Slack conversations.open returned no channel")
+        return str(channel["id"])
+
+    async def permalink(self, channel: str, ts: str) -> str | None:
+        try:
+            response = await self._call("chat.getPermalink",
+                                        self.client.chat_getPermalink(channel=channel, message_ts=ts))
+        except TransportError as exc:
+            log.warning("permalink_unavailable", error=str(exc))
+            return None
+        link = response.get("permalink")
+        return str(link) if link else None
+
+    async def thread_history(self, channel: str, thread_ts: str) -> list[Turn]:
+        me = await self.identity()
+        turns: list[Turn] = []
+        async for message in self._thread(channel, thread_ts, include_metadata=False):
+            if message.get("subtype") not in (None, *HUMAN_SUBTYPES):
+                continue
+            ours = message.get("bot_id") == me.bot_id or message.get("user") == me.user_id
+            if message.get("bot_id") and not ours:
+                continue  # other apps' messages are not part of the conversation
+            text = to_plain_text(str(message.get("text") or ""), bot_user_id=me.user_id)
+            if text:
+                user = message.get("user")
+                turns.append(Turn(role="assistant" if ours else "user", text=text,
+                                  user=user if isinstance(user, str) else None))
+        return _newest_within(turns, self._history_budget)
+
+    # --- working indicator --------------------------------------------------------------------
+
+    async def set_working(self, msg: InboundMessage, working: bool) -> None:
+        if msg.assistant_thread and await self._set_status(msg, WORKING_STATUS if working else ""):
+            return
+        method = "reactions.add" if working else "reactions.remove"
+        call = (self._quick.reactions_add if working else self._quick.reactions_remove)
+        try:
+            await call(channel=msg.channel, timestamp=msg.ts, name=WORKING_REACTION)
+        except SlackApiError as exc:
+            if _error_code(exc) not in _HARMLESS:
+                log.info("working_indicator_failed", method=method, error=_error_code(exc))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("working_indicator_failed", method=method, error=type(exc).__name__)
+
+    async def _set_status(self, msg: InboundMessage, status: str) -> bool:
+        try:
+            await self._quick.assistant_threads_setStatus(channel_id=msg.channel, thread_ts=msg.root_ts,
+                                                          status=status)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            # Not an assistant thread after all (a plain threaded DM): fall back to the reaction.
+            log.info("assistant_status_failed", error=_error_code(exc) if isinstance(exc, SlackApiError)
+                     else type(exc).__name__)
+            return False
+        return True
+
+    async def set_suggested_prompts(
+        self, channel: str, thread_ts: str, prompts: Sequence[Mapping[str, str]], *, title: str | None = None
+    ) -> None:
+        await self._call("assistant.threads.setSuggestedPrompts", self.client.assistant_threads_setSuggestedPrompts(
+            channel_id=channel, thread_ts=thread_ts, prompts=[dict(p) for p in prompts], title=title))
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def _thread(
+        self, channel: str, thread_ts: str, *, include_metadata: bool
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            response = await self._call("conversations.replies", self.client.conversations_replies(
+                channel=channel, ts=thread_ts, limit=PAGE_SIZE, cursor=cursor,
+                include_all_metadata=True if include_metadata else None))
+            for message in response.get("messages") or []:
+                if isinstance(message, Mapping):
+                    yield message
+            metadata = response.get("response_metadata") or {}
+            cursor = metadata.get("next_cursor") if isinstance(metadata, Mapping) else None
+            if not cursor:
+                return
+
+    @staticmethod
+    async def _call(method: str, pending: Any) -> AsyncSlackResponse:
+        """Await one Web API call (the SDK already retried what is safe) and map failures to TransportError."""
+        try:
+            response: AsyncSlackResponse = await pending
+        except SlackApiError as exc:
+            raise TransportError(f"Slack {method} failed: {_error_code(exc)}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(f"Slack {method} failed: {type(exc).__name__} {exc}".strip()) from exc
+        return response
+
+
+def _error_code(exc: SlackApiError) -> str:
+    response = exc.response
+    error = response.get("error") if response is not None and hasattr(response, "get") else None
+    if error:
+        return str(error)
+    status = getattr(response, "status_code", None)
+    return f"HTTP {status}" if status else str(exc)[:200]
+
+
+def _newest_within(turns: list[Turn], budget: int) -> list[Turn]:
+    kept: list[Turn] = []
+    used = 0
+    for turn in reversed(turns):
+        used += len(turn.text)
+        if used > budget and kept:
+            break
+        kept.append(turn)
+    return list(reversed(kept))
+
+
+async def open_slack_chat(settings: Settings, config: Config, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> SlackChat:
+    """The Slack transport for `settings` (SLACK_BOT_TOKEN, SLACK_API_URL), with one pooled HTTP session."""
+    if settings.slack_bot_token is None:
+        raise SlackSetupError("SLACK_BOT_TOKEN is not set")
+    token = settings.slack_bot_token.get_secret_value()
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+    client = build_web_client(token, base_url=settings.slack_api_url, session=session, timeout_s=timeout_s)
+    quick = build_web_client(token, base_url=settings.slack_api_url, session=session, timeout_s=timeout_s,
+                             retries=False)
+    return SlackChat(client, quick_client=quick, session=session,
+                     history_budget_chars=config.bot.history_budget_chars)

@@ -1,0 +1,121 @@
+"""The dashboard's query string <-> the routing-log filter, with the same names and syntax as `supportbot logs`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from storage.repositories import LogFilter
+
+DECIDED_BY = ("rules", "local", "llm", "hybrid", "correction")
+FILTER_FIELDS = ("route", "decided_by", "escalated", "voted", "confidence_below", "channel", "user", "since",
+                 "until", "search")
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+_RELATIVE = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(value: str, now: datetime) -> datetime:
+    """'24h', '30m', '7d', '2w' ago, or an ISO date/time (UTC when no zone is given); ValueError otherwise."""
+    match = _RELATIVE.fullmatch(value)
+    if match:
+        return now - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"cannot read {value!r} as a time: use 24h, 30m, 7d or a date like 2026-01-31") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _yes_no(value: str) -> bool | None:
+    lowered = value.strip().lower()
+    if lowered in ("yes", "true", "1", "on"):
+        return True
+    if lowered in ("no", "false", "0", "off"):
+        return False
+    raise ValueError("use yes or no")
+
+
+@dataclass(frozen=True)
+class FilterForm:
+    """The filter as typed (to refill the form and build links), the parsed filter, and what was wrong."""
+
+    values: dict[str, str]
+    filters: LogFilter
+    page: int = 1
+    page_size: int = PAGE_SIZE
+    errors: list[str] = field(default_factory=list)
+
+    def query(self, **changes: object) -> str:
+        """This filter's query string with some values changed (None removes one)."""
+        merged: dict[str, object] = {**self.values}
+        if self.page != 1:
+            merged["page"] = self.page
+        if self.page_size != PAGE_SIZE:
+            merged["limit"] = self.page_size
+        merged.update(changes)
+        return urlencode({k: v for k, v in merged.items() if v not in (None, "")})
+
+    @property
+    def active(self) -> bool:
+        return any(self.values.values())
+
+
+def parse_filters(query: Mapping[str, str], *, routes: list[str], now: datetime | None = None,
+                  default_since: str | None = None) -> FilterForm:
+    """Read the filter fields of a query string; bad values are reported, not fatal, and left out."""
+    now = now or datetime.now(UTC)
+    values = {name: query.get(name, "").strip() for name in FILTER_FIELDS}
+    if default_since is not None and "since" not in query:
+        values["since"] = default_since
+    errors: list[str] = []
+    parsed: dict[str, object] = {}
+    for name in ("route", "channel", "user", "search"):
+        if values[name]:
+            parsed["text" if name == "search" else name] = values[name][:500]
+    if values["route"] and values["route"] not in routes:
+        errors.append(f"route: {values['route']!r} is not a configured route ({', '.join(routes)})")
+    if values["decided_by"]:
+        if values["decided_by"] in DECIDED_BY:
+            parsed["decided_by"] = values["decided_by"]
+        else:
+            errors.append(f"decided_by: use one of {', '.join(DECIDED_BY)}")
+    for name in ("escalated", "voted"):
+        if values[name]:
+            try:
+                parsed[name] = _yes_no(values[name])
+            except ValueError as exc:
+                errors.append(f"{name}: {exc}")
+    if values["confidence_below"]:
+        try:
+            parsed["confidence_below"] = float(values["confidence_below"])
+        except ValueError:
+            errors.append("confidence_below: use a number between 0 and 1")
+    for name in ("since", "until"):
+        if values[name] and values[name] != "all":
+            try:
+                parsed[name] = parse_when(values[name], now)
+            except ValueError as exc:
+                errors.append(f"{name}: {exc}")
+    page = _positive_int(query.get("page"), 1, errors, "page")
+    page_size = min(_positive_int(query.get("limit"), PAGE_SIZE, errors, "limit"), MAX_PAGE_SIZE)
+    filters = LogFilter(limit=page_size, offset=(page - 1) * page_size, **parsed)  # type: ignore[arg-type]
+    return FilterForm(values=values, filters=filters, page=page, page_size=page_size, errors=errors)
+
+
+def _positive_int(raw: str | None, default: int, errors: list[str], name: str) -> int:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        errors.append(f"{name}: use a whole number")
+        return default
+    if value < 1:
+        errors.append(f"{name}: use a number of at least 1")
+        return default
+    return value

@@ -1,0 +1,114 @@
+"""Fixtures for the Claude tests: the fake Anthropic API on loopback and runtimes whose real SDK talks to it."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.clock import SystemClock
+from bot.config import Config, load_config
+from bot.domain import InboundMessage
+from bot.llm.anthropic import AnthropicLLM
+from bot.llm.fallback import FallbackLLM
+from bot.llm.recording import RecordingLLM
+from bot.local_chat import LocalChat
+from bot.metrics import Metrics
+from bot.runtime import Runtime, build_runtime
+from bot.settings import Settings
+from storage.engine import Database, open_database, upgrade
+from storage.models import LLMCall
+from tests.fakes.anthropic_api import FakeAnthropicAPI
+
+DUMMY_KEY = "sk-ant-dummy"
+# Short budgets so failure paths finish fast; the fake's retry-after hints are 10 ms.
+FAST_LLM = """
+[llm]
+timeout_s = 5
+max_retries = 2
+deadline_s = 20
+max_retry_wait_s = 2
+"""
+
+BuildRuntime = Callable[..., Awaitable[Runtime]]
+
+_counter = iter(range(1, 1_000_000))
+
+
+def message(
+    text: str, *, thread_ts: str | None = None, user: str = "UCUST", channel: str = "CSUPPORT"
+) -> InboundMessage:
+    n = next(_counter)
+    return InboundMessage(source="slack", team="T0TEAM", channel=channel, user=user, text=text,
+                          ts=f"1700000000.{n:06d}", event_id=f"Ev{n:08d}", thread_ts=thread_ts)
+
+
+def chat_of(runtime: Runtime) -> LocalChat:
+    assert isinstance(runtime.chat, LocalChat)
+    return runtime.chat
+
+
+def config_from(toml: str = "") -> Config:
+    """The built-in config (routes, rules) with fast LLM budgets, then the keys in `toml` on top."""
+    data = load_config().model_dump()
+    for layer in (FAST_LLM, toml):
+        for section, values in tomllib.loads(layer).items():
+            data[section] = {**data[section], **values} if isinstance(values, dict) else values
+    return Config.model_validate(data)
+
+
+@pytest.fixture
+async def fake_anthropic() -> AsyncIterator[FakeAnthropicAPI]:
+    """The Anthropic Messages and Batches APIs on 127.0.0.1, speaking the real wire format."""
+    async with FakeAnthropicAPI(api_key=DUMMY_KEY) as api:
+        yield api
+
+
+@pytest.fixture
+def online_settings(sqlite_url: str, fake_anthropic: FakeAnthropicAPI) -> Settings:
+    """Settings as a user sets them: a (dummy) key and the base URL, here pointing at the fake."""
+    return Settings(database_url=sqlite_url, anthropic_api_key=DUMMY_KEY, anthropic_base_url=fake_anthropic.url)
+
+
+@pytest.fixture
+async def make_runtime(online_settings: Settings, tmp_path: Path) -> AsyncIterator[BuildRuntime]:
+    """Builds the whole bot on Claude (the fake) with `config_from(toml)`; closes what it built."""
+    built: list[Runtime] = []
+
+    async def build(toml: str = "", **kwargs: object) -> Runtime:
+        runtime = await build_runtime(online_settings, config_from(toml), chat=LocalChat(),
+                                      instance_id=f"llm-test-{len(built)}", **kwargs)  # type: ignore[arg-type]
+        built.append(runtime)
+        return runtime
+
+    yield build
+    for runtime in built:
+        await runtime.close()
+
+
+class ClaudeStack:
+    """The LLM stack the runtime builds (fallback -> recording -> AnthropicLLM) without the rest of the bot."""
+
+    def __init__(self, llm: FallbackLLM, db: Database) -> None:
+        self.llm = llm
+        self.db = db
+
+    async def calls(self) -> list[LLMCall]:
+        async with self.db.sessions() as session:
+            return list((await session.execute(select(LLMCall).order_by(LLMCall.id))).scalars().all())
+
+
+@pytest.fixture
+async def claude(online_settings: Settings) -> AsyncIterator[ClaudeStack]:
+    await upgrade(online_settings.database_url)
+    db = open_database(online_settings.database_url)
+    config = config_from()
+    llm = FallbackLLM(RecordingLLM(AnthropicLLM(online_settings, config), db, SystemClock(), Metrics()), config.llm)
+    try:
+        yield ClaudeStack(llm, db)
+    finally:
+        await llm.close()
+        await db.dispose()

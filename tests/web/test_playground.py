@@ -1,0 +1,190 @@
+"""The local playground: a support channel on the real pipeline, and the on-call side of it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from bot.domain import InboundMessage, PostedMessage, Turn
+from bot.ports import ReplyKind
+from bot.runtime import LOCAL_ESCALATION_CHANNEL, Runtime, build_runtime
+from bot.settings import Settings
+from tests.web.conftest import ClientFactory, csrf_token
+
+
+class Playground:
+    """What the playground page does, over HTTP: send, poll, press buttons."""
+
+    def __init__(self, client: TestClient, token: str) -> None:
+        self.client = client
+        self.headers = {"X-CSRF-Token": token}
+
+    async def send(self, text: str, thread_ts: str | None = None) -> str:
+        response = await self.client.post("/api/playground/messages", json={"text": text, "thread_ts": thread_ts},
+                                          headers=self.headers)
+        assert response.status == 202, await response.text()
+        return str((await response.json())["thread_ts"])
+
+    async def state(self, thread_ts: str | None = None) -> dict[str, Any]:
+        response = await self.client.get("/api/playground/state" + (f"?thread={thread_ts}" if thread_ts else ""))
+        assert response.status == 200
+        return dict(await response.json())
+
+    async def until(self, thread_ts: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        for _ in range(400):
+            state = await self.state(thread_ts)
+            if done(state):
+                return state
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"the playground never reached the expected state: {state}")
+
+    async def act(self, escalation_id: int, action: str) -> tuple[int, dict[str, Any]]:
+        response = await self.client.post(f"/api/playground/escalations/{escalation_id}/{action}", json={},
+                                          headers=self.headers)
+        return response.status, dict(await response.json())
+
+
+async def playground(client: TestClient) -> Playground:
+    page = await client.get("/playground")
+    assert page.status == 200
+    return Playground(client, csrf_token(await page.text()))
+
+
+def settled(state: dict[str, Any]) -> bool:
+    thread = state["thread"]
+    return thread is not None and not thread["working"] and all(
+        item.get("status") == "done" for item in thread["items"] if item["kind"] == "customer")
+
+
+def kinds(state: dict[str, Any]) -> list[str]:
+    return [item["kind"] for item in state["thread"]["items"]]
+
+
+async def test_a_question_gets_a_reply_in_its_thread_with_the_route_and_why(
+    runtime: Runtime, make_client: ClientFactory
+) -> None:
+    play = await playground(await make_client(runtime))
+    thread = await play.send("the app crashes every time I upload a file")
+    state = await play.until(thread, settled)
+    customer, bot = state["thread"]["items"]
+    assert customer["kind"] == "customer" and customer["text"] == "the app crashes every time I upload a file"
+    assert customer["decision"]["route"] == "technical" and customer["decision"]["reason"]
+    assert bot["kind"] == "bot" and "technical support engineer" in bot["text"]
+    assert state["thread"]["inspect_url"] == f"/conversations/{state['thread']['conversation_id']}"
+    assert [t["thread_ts"] for t in state["threads"]] == [thread]
+
+    follow_up = await play.send("it says error 413", thread_ts=thread)
+    assert follow_up == thread
+    state = await play.until(thread, lambda s: settled(s) and kinds(s).count("bot") == 2)
+    assert kinds(state) == ["customer", "bot", "customer", "bot"]
+    # The same exchange is in the routing log, from the real pipeline.
+    logged = await (await play.client.get("/api/decisions?channel=CPLAYGROUND")).json()
+    assert logged["total"] == 2 and {r["user"] for r in logged["decisions"]} == {"UCUSTOMER"}
+
+
+async def test_escalation_page_acknowledge_resolve_as_on_call(runtime: Runtime, make_client: ClientFactory) -> None:
+    play = await playground(await make_client(runtime))
+    thread = await play.send("I want to speak to a human, now")
+    state = await play.until(thread, lambda s: settled(s) and bool(s["escalations"]))
+    assert state["thread"]["state"] == "escalated"
+    [page] = state["escalations"]
+    assert page["state"] == "paged" and page["can_acknowledge"] and page["thread_ts"] == thread
+    assert page["page_channel"] == LOCAL_ESCALATION_CHANNEL
+    assert any("I want to speak to a human" in line["text"] for line in page["page"])
+    assert "paged a person" in state["thread"]["items"][-1]["text"]
+
+    status, body = await play.act(page["id"], "acknowledge")
+    assert status == 200 and body["result"] == "done"
+    state = await play.state(thread)
+    assert state["escalations"][0]["state"] == "acknowledged" and state["escalations"][0]["acknowledged_by"]
+    assert any("is on it" in item["text"] for item in state["thread"]["items"] if item["kind"] == "notice")
+    again, body = await play.act(page["id"], "acknowledge")
+    assert again == 409 and body["result"] == "already"
+
+    status, _ = await play.act(page["id"], "resolve")
+    assert status == 200
+    state = await play.state(thread)
+    assert state["escalations"][0]["state"] == "resolved" and state["thread"]["state"] == "resolved"
+    assert (await play.act(999, "resolve"))[0] == 404
+    assert (await play.act(page["id"], "explode"))[0] == 404
+
+
+async def test_on_call_reply_takes_the_thread_over_and_the_bot_stays_quiet(
+    runtime: Runtime, make_client: ClientFactory
+) -> None:
+    play = await playground(await make_client(runtime))
+    thread = await play.send("where is my order? it is late")
+    await play.until(thread, settled)
+    response = await play.client.post("/api/playground/staff-replies", headers=play.headers,
+                                      json={"thread_ts": thread, "text": "I'm on it, checking with the courier"})
+    assert response.status == 201
+    await play.send("thanks, any news?", thread_ts=thread)
+    state = await play.until(thread, lambda s: settled(s) and kinds(s).count("customer") == 2)
+    assert kinds(state) == ["customer", "bot", "staff", "customer"]
+    assert state["thread"]["state"] == "taken_over" and state["thread"]["items"][-1]["outcome"] == "quiet"
+    nobody = await play.client.post("/api/playground/staff-replies", headers=play.headers,
+                                    json={"thread_ts": "123.456", "text": "hello"})
+    assert nobody.status == 404
+
+
+async def test_messages_are_validated(runtime: Runtime, make_client: ClientFactory) -> None:
+    play = await playground(await make_client(runtime))
+    empty = await play.client.post("/api/playground/messages", json={"text": "  "}, headers=play.headers)
+    assert empty.status == 400 and "type a message" in (await empty.json())["error"]
+    huge = await play.client.post("/api/playground/messages", json={"text": "x" * 5000}, headers=play.headers)
+    assert huge.status == 400
+    not_json = await play.client.post("/api/playground/messages", data="text=hi", headers=play.headers)
+    assert not_json.status == 400
+
+
+class SlackLikeChat:
+    """A stand-in for the Slack transport: the server is connected to a workspace, not the local chat."""
+
+    name = "slack"
+
+    async def post_reply(self, msg: InboundMessage, text: str, *, kind: ReplyKind = "reply") -> PostedMessage:
+        return PostedMessage(msg.channel, "1.1")
+
+    async def find_reply(self, msg: InboundMessage) -> PostedMessage | None:
+        return None
+
+    async def post_message(self, channel: str, text: str, *, thread_ts: str | None = None,
+                           blocks: Sequence[Mapping[str, Any]] | None = None) -> PostedMessage:
+        return PostedMessage(channel, "1.2")
+
+    async def update_message(self, channel: str, ts: str, text: str, *,
+                             blocks: Sequence[Mapping[str, Any]] | None = None) -> None:
+        return None
+
+    async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+        return None
+
+    async def open_dm(self, user: str) -> str:
+        return f"D{user}"
+
+    async def permalink(self, channel: str, ts: str) -> str | None:
+        return None
+
+    async def thread_history(self, channel: str, thread_ts: str) -> list[Turn]:
+        return []
+
+    async def set_working(self, msg: InboundMessage, working: bool) -> None:
+        return None
+
+
+async def test_with_slack_the_home_is_the_dashboard_and_there_is_no_playground(
+    settings: Settings, config: Any, make_client: ClientFactory
+) -> None:
+    runtime = await build_runtime(settings, config, chat=SlackLikeChat(), instance_id="slack-1")
+    try:
+        client = await make_client(runtime)
+        home = await client.get("/", allow_redirects=False)
+        assert home.headers["Location"] == "/dashboard"
+        page = await client.get("/playground")
+        assert page.status == 404 and "local mode only" in await page.text()
+        assert 'href="/playground"' not in await (await client.get("/decisions")).text()
+    finally:
+        await runtime.close()
