@@ -38,7 +38,7 @@ from tests.fakes import slack_payloads as sp  # noqa: E402
 from tests.fakes.slack_api import FakeSlackAPI  # noqa: E402
 
 CHANNEL = "C0SUPPORT"
-WARMUP_REQUESTS = 20
+WARMUP_REQUESTS = int(os.environ.get("WARMUP", "20"))
 
 
 class SleepingLLM:
@@ -131,6 +131,7 @@ def sender_main(url: str, count: int, concurrency: int, retry_ratio: float, seed
     texts = [example for route in load_config().routes.values() for example in route.examples] or ["help"]
     warmup = _requests(WARMUP_REQUESTS, 0.0, seed + 1, texts)
     asyncio.run(_send_all(url, warmup, min(concurrency, WARMUP_REQUESTS)))
+    time.sleep(float(os.environ.get("PAUSE", "0")))
     result = asyncio.run(_send_all(url, _requests(count, retry_ratio, seed, texts), concurrency))
     print(json.dumps(result))
 
@@ -203,13 +204,14 @@ async def _serve_and_send(
     args: argparse.Namespace, config: Config, fake: FakeSlackAPI, database_url: str
 ) -> tuple[dict[str, Any], int]:
     """Start the server as `supportbot serve` does, run the sender process against it, stop."""
-    from bot.web.server import start_server
+    from bot.web.server import freeze_startup_objects, start_server
 
     settings = Settings(database_url=database_url, slack_bot_token="xoxb-bench",  # type: ignore[arg-type]
                         slack_signing_secret=sp.SIGNING_SECRET,  # type: ignore[arg-type]
                         slack_api_url=fake.url)
     server = await start_server(settings, config, host="127.0.0.1", port=0,
                                 llm=SleepingLLM(config, args.llm_seconds), instance_id="bench")
+    freeze_startup_objects()  # as `supportbot serve` does
     try:
         process = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--sender", f"{server.url}/slack/events", "--requests", str(args.requests),

@@ -43,8 +43,11 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """`?schema=name` on a PostgreSQL URL puts every table in that schema (used to isolate tests)."""
     url = normalize_url(url)
     if is_sqlite(url):
+        # One connection, handed out in turn: SQLite admits one writer at a time anyway, and writers on
+        # separate connections wait in its busy handler, which sleeps in steps of up to 100 ms and lets
+        # a waiter lose the lock again and again (Slack acks then took 200 ms+ at p99 under load).
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            url, echo=echo, pool_size=1, max_overflow=0, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

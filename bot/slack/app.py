@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, Final, Literal
@@ -46,6 +47,9 @@ log = structlog.get_logger(__name__)
 EVENTS_PATH: Final = "/slack/events"
 CLOSE_TIMEOUT_S: Final = 10.0
 MAX_SUGGESTED_PROMPTS: Final = 4
+# Accepted messages start processing at most this often (50 a second): far above a support channel's rate,
+# and well below the cost of starting a burst's work at once.
+PROCESSING_START_INTERVAL_S: Final = 0.02
 # auth.test errors that mean the token itself is wrong, as opposed to Slack being unreachable.
 BAD_TOKEN_ERRORS: Final = ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired")
 
@@ -83,6 +87,8 @@ class SlackBot:
         self._support_channels = frozenset(runtime.config.bot.support_channels)
         self._background: set[asyncio.Task[None]] = set()
         self._inbox = InboxWriter(runtime.pipeline)
+        self._paced: deque[Callable[[], None]] = deque()
+        self._pacer: asyncio.Task[None] | None = None
         self.bolt = AsyncApp(
             name="supportbot", client=chat.client, signing_secret=signing_secret or "",
             process_before_response=True, attaching_conversation_kwargs_enabled=False,
@@ -131,7 +137,7 @@ class SlackBot:
         elif decision == "answer":
             inbox_id = await self._inbox.accept(post.inbound())  # pipeline.accept, grouped with concurrent acks
             if inbox_id is not None:
-                self._after_ack(lambda: self.runtime.dispatcher.submit(inbox_id))
+                self._after_ack(lambda: self._pace(lambda: self.runtime.dispatcher.submit(inbox_id)))
         else:
             log.debug("slack_message_skipped", channel=post.channel, event_id=post.event_id)
 
@@ -242,6 +248,21 @@ class SlackBot:
         else:
             queued.append(start)
 
+    def _pace(self, start: Callable[[], None]) -> None:
+        """Start processing now, or PROCESSING_START_INTERVAL_S after the previous start: a burst of messages
+        then does not begin its database and CPU work all at once and crowd out the acks that follow it."""
+        self._paced.append(start)
+        if self._pacer is None or self._pacer.done():
+            self._pacer = asyncio.create_task(self._start_paced(), name="slack-pacer")
+            self._background.add(self._pacer)
+            self._pacer.add_done_callback(self._finished)
+
+    async def _start_paced(self) -> None:
+        while self._paced:
+            _start_all([self._paced.popleft()])
+            if self._paced:
+                await asyncio.sleep(PROCESSING_START_INTERVAL_S)
+
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)
@@ -262,6 +283,9 @@ class SlackBot:
         """Stop receiving (Socket Mode), then let work started after acks finish."""
         if self.socket is not None:
             await self.socket.close_async()  # type: ignore[no-untyped-call]
+        if self._pacer is not None:
+            self._pacer.cancel()  # messages not started yet stay in the inbox: the next start recovers them
+            self._paced.clear()
         with contextlib.suppress(TimeoutError):
             await self.wait_idle(CLOSE_TIMEOUT_S)
         for task in list(self._background):

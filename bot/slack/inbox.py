@@ -1,8 +1,7 @@
 """Acks that arrive together share one inbox write, so each waits for one short transaction, not a queue of them.
 
-SQLite takes one writer at a time and its busy handler sleeps in coarse steps when writers collide; on
-PostgreSQL every concurrent ack would hold a pooled connection. Group commit avoids both: while one batch is
-being written the next one gathers, and a message's ack waits for at most the batch in progress and its own.
+While one batch is being written the next one gathers: a message's ack waits for at most the batch in
+progress and its own, however many requests arrive at once.
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ def _message(n: int, event_id: str) -> InboundMessage:
 
 async def test_concurrent_acks_record_each_message_once_on_both_databases(database_url: str, config: Config) -> None:
     runtime = await build_runtime(Settings(database_url=database_url), config, chat=LocalChat(), instance_id="w")
+    writer = InboxWriter(runtime.pipeline, max_batch=7)
     try:
         await runtime.dispatcher.drain(0)
-        writer = InboxWriter(runtime.pipeline, max_batch=7)
         # 30 messages, each announced three times (message, app_mention, a Slack retry), all at once.
         announced = [_message(n, f"Ev{n}-{kind}") for n in range(30) for kind in ("message", "mention", "retry")]
         ids = await asyncio.gather(*(writer.accept(msg) for msg in announced))
