@@ -283,8 +283,13 @@ def parse_config(text: str, *, source: Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}") from None
     if "routes" not in data:
-        # A file that only tunes the router or escalation keeps the built-in routes.
-        data["routes"] = tomllib.loads(default_config_text())["routes"]
+        # A file that only tunes the router or escalation keeps the built-in routes and their rules
+        # (`rules = []` under [router] turns the rules off on purpose).
+        defaults = tomllib.loads(default_config_text())
+        data["routes"] = defaults["routes"]
+        router = data.setdefault("router", {})
+        if isinstance(router, dict) and "rules" not in router:
+            router["rules"] = defaults["router"]["rules"]
     data["source"] = str(source) if source is not None else "<built-in default config>"
     try:
         return Config.model_validate(data)

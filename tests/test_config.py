@@ -28,7 +28,13 @@ def test_a_partial_file_keeps_the_builtin_routes(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, '[router]\nmode = "rules"\n[voting]\nsamples = 3\n'))
     assert config.router.mode == "rules" and config.voting.samples == 3
     assert "billing" in config.routes
+    # Tuning the router does not silently drop the built-in escalation rules.
+    assert config.router.rules == load_config().router.rules and config.router.rules
     assert config.source == str(tmp_path / "supportbot.toml")
+
+
+def test_rules_can_be_turned_off_on_purpose(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "[router]\nrules = []\n")).router.rules == []
 
 
 def test_custom_routes_replace_the_builtin_ones(tmp_path: Path) -> None:
