@@ -5,7 +5,7 @@ One request, in order (HTTP at POST /slack/events, or a Socket Mode envelope):
     Bolt: verify signature -> url_verification -> authorize -> ignore own events -> match listener
     listener (before the ack): read the event -> decide -> pipeline.accept (inbox row) -> queue the work
     ack: HTTP 200 written, or the envelope acknowledged over the WebSocket
-    after the ack: dispatcher.submit(inbox_id), button work, assistant prompts
+    after the ack: dispatcher.submit(inbox_id) (a burst's starts spaced out), button work, assistant prompts
 
 `process_before_response=True` is what makes Bolt run the listener before it answers; the listener only
 touches the database, so the ack still leaves in milliseconds whatever the LLM does. Inbox writes of
@@ -47,9 +47,9 @@ log = structlog.get_logger(__name__)
 EVENTS_PATH: Final = "/slack/events"
 CLOSE_TIMEOUT_S: Final = 10.0
 MAX_SUGGESTED_PROMPTS: Final = 4
-# Accepted messages start processing at most this often (50 a second): far above a support channel's rate,
-# and well below the cost of starting a burst's work at once.
-PROCESSING_START_INTERVAL_S: Final = 0.02
+# Accepted messages start processing at most this often (20 a second, far above a support channel's rate):
+# a burst's database and CPU work is spread out instead of starting at once and delaying the acks after it.
+PROCESSING_START_INTERVAL_S: Final = 0.05
 # auth.test errors that mean the token itself is wrong, as opposed to Slack being unreachable.
 BAD_TOKEN_ERRORS: Final = ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired")
 
@@ -249,8 +249,8 @@ class SlackBot:
             queued.append(start)
 
     def _pace(self, start: Callable[[], None]) -> None:
-        """Start processing now, or PROCESSING_START_INTERVAL_S after the previous start: a burst of messages
-        then does not begin its database and CPU work all at once and crowd out the acks that follow it."""
+        """Start processing now; while a burst is being started, one message every PROCESSING_START_INTERVAL_S,
+        so that its database and CPU work does not all begin at once and crowd out the acks that follow."""
         self._paced.append(start)
         if self._pacer is None or self._pacer.done():
             self._pacer = asyncio.create_task(self._start_paced(), name="slack-pacer")
@@ -327,7 +327,6 @@ async def attach_slack(app: web.Application, runtime: Runtime) -> SlackBot:
                               "chat=await open_slack_chat(settings, config))")
     settings = runtime.settings
     await _check_token(chat)
-    _warn_if_nobody_to_page(runtime)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     bot = SlackBot(runtime, chat, signing_secret=secret)
     if settings.run_mode == "socket":
@@ -353,9 +352,3 @@ async def _check_token(chat: SlackChat) -> None:
         return
     log.info("slack_identity", bot_user=identity.user_id, team=identity.team_id)
 
-
-def _warn_if_nobody_to_page(runtime: Runtime) -> None:
-    escalation = runtime.config.escalation
-    if escalation.channel is None and escalation.usergroup is None and not runtime.escalations.roster.everyone():
-        log.warning("escalation_nobody_to_page",
-                    hint="set [escalation] channel or oncall in the config, or escalations page nobody")
