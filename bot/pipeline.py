@@ -6,14 +6,16 @@ after it, holding a lease on the inbox row so that exactly one worker, on any re
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
@@ -35,7 +37,7 @@ from storage.models import RouteDecision as DecisionRow
 
 log = structlog.get_logger(__name__)
 
-LEASE = timedelta(minutes=3)
+DEFAULT_LEASE = timedelta(seconds=60)
 MAX_ATTEMPTS = 5
 RETRY_BACKOFF_S = (5, 30, 120, 600)
 PLEASANTRY = re.compile(
@@ -49,6 +51,17 @@ LLM_DOWN_NOTE = ("Sorry, I can't draft an answer right now (our AI service isn't
                  "asked a person from the support team to reply in this thread.")
 VOTE_NOTE = ("Thanks, I want a person to double-check the answer to this one. I've asked someone "
              "from the support team to reply in this thread.")
+
+
+@dataclass(frozen=True)
+class LoadedThread:
+    """The thread as the claim transaction found it."""
+
+    thread: ThreadState
+    message_id: int
+    # The decision already logged for this message, when a crash interrupted a first attempt.
+    existing: DecisionRow | None
+    joined_late: bool
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,7 @@ class Pipeline:
     def __init__(
         self, *, config: Config, db: Database, router: Router, handlers: HandlerRegistry, voter: Voter,
         escalations: EscalationService, chat: ChatTransport, llm: LLM, clock: Clock, metrics: Metrics,
-        instance_id: str,
+        instance_id: str, lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self.config = config
         self.db = db
@@ -79,6 +92,7 @@ class Pipeline:
         self.clock = clock
         self.metrics = metrics
         self.instance_id = instance_id
+        self.lease = lease
 
     # --- entry points -------------------------------------------------------------------------
 
@@ -116,28 +130,47 @@ class Pipeline:
 
     async def process(self, inbox_id: int) -> ProcessResult | None:
         """Everything after the ack. None when another worker holds or finished this message."""
+        now = self.clock.now()
         async with self.db.sessions.begin() as session:
-            event = await repo.claim_inbound(session, inbox_id, owner=self.instance_id,
-                                             now=self.clock.now(), lease=LEASE)
-        if event is None:
-            return None
-        msg = InboundMessage(**event.payload)
+            # Claiming and loading the thread share one transaction: round trips are the pipeline's cost.
+            event = await repo.claim_inbound(session, inbox_id, owner=self.instance_id, now=now, lease=self.lease)
+            if event is None:
+                return None
+            msg = InboundMessage(**event.payload)
+            loaded = None if event.reply_ts is not None else await self._load_thread(session, msg, now)
         structlog.contextvars.bind_contextvars(
             team=msg.team, channel=msg.channel, thread_ts=msg.root_ts, event_id=msg.event_id)
         self.metrics.in_flight.inc()
+        heartbeat = asyncio.create_task(self._keep_lease(event.id), name=f"lease-{event.id}")
         try:
-            return await self._process_claimed(event, msg)
+            if loaded is None:
+                await self._finish(event, outcome=event.outcome or "replied")
+                return ProcessResult(outcome="replied", notes=("already answered before a restart",))
+            return await self._process_claimed(event, msg, loaded)
         finally:
+            heartbeat.cancel()
             self.metrics.in_flight.dec()
             structlog.contextvars.unbind_contextvars("team", "channel", "thread_ts", "event_id", "route")
 
-    async def _process_claimed(self, event: InboundEvent, msg: InboundMessage) -> ProcessResult | None:
-        if event.reply_ts is not None:
-            await self._finish(event, outcome=event.outcome or "replied")
-            return ProcessResult(outcome="replied", notes=("already answered before a restart",))
+    async def _keep_lease(self, inbox_id: int) -> None:
+        """Renew the lease while a slow LLM keeps us busy, so no other replica starts the message too."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                async with self.db.sessions.begin() as session:
+                    kept = await repo.renew_lease(session, inbox_id, owner=self.instance_id,
+                                                  until=self.clock.now() + self.lease)
+            except Exception as exc:  # a missed renewal only risks a duplicate attempt, caught at delivery
+                log.warning("lease_renewal_failed", error=str(exc))
+                continue
+            if not kept:
+                log.warning("lease_lost", inbox_id=inbox_id)
+                return
+
+    async def _process_claimed(self, event: InboundEvent, msg: InboundMessage, loaded: LoadedThread) -> ProcessResult:
         await self._working(msg, True)
         try:
-            return await self._run(event, msg)
+            return await self._run(event, msg, loaded)
         except TransportError as exc:
             await self._retry_later(event, exc)
             return ProcessResult(outcome="failed", notes=(f"delivery failed, will retry: {exc}",))
@@ -178,16 +211,18 @@ class Pipeline:
 
     # --- the steps ----------------------------------------------------------------------------
 
-    async def _run(self, event: InboundEvent, msg: InboundMessage) -> ProcessResult:
-        thread, message_id = await self._load_thread(msg)
+    async def _run(self, event: InboundEvent, msg: InboundMessage, loaded: LoadedThread) -> ProcessResult:
+        thread = loaded.thread
         if thread.state in ("escalated", "taken_over"):
             await self._finish(event, outcome="quiet")
             return ProcessResult(outcome="quiet", notes=(f"a person has this thread ({thread.state})",))
         if self.config.bot.ignore_pleasantries and PLEASANTRY.match(msg.text.strip()):
             await self._finish(event, outcome="ignored")
             return ProcessResult(outcome="ignored", notes=("pleasantry, no reply needed",))
+        if loaded.joined_late:
+            thread = dataclasses.replace(thread, history=tuple(await self._earlier_in_slack(msg)))
 
-        decision, decision_id = await self._route(msg, thread, message_id)
+        decision, decision_id = await self._route(msg, thread, loaded)
         structlog.contextvars.bind_contextvars(route=decision.route)
         if event.reply_intent is not None:
             # Recovering after a crash mid-delivery: say what was decided then, nothing new.
@@ -195,12 +230,7 @@ class Pipeline:
             handled = Handled(event.reply_intent, "reply" if outcome == "replied" else "notice", outcome)
         else:
             handled = await self._handle(msg, thread, decision, decision_id)
-        posted_text = await self._deliver(event, msg, handled)
-        latency_ms = (self.clock.now() - event.received_at).total_seconds() * 1000
-        async with self.db.sessions.begin() as session:
-            await repo.finish_decision(session, decision_id, outcome=handled.outcome, reply_text=posted_text,
-                                       escalated=handled.outcome == "escalated", latency_ms=latency_ms)
-        await self._finish(event, outcome=handled.outcome)
+        latency_ms = await self._deliver(event, msg, handled, thread.conversation_id, decision_id)
         self.metrics.messages.labels(decision.route, handled.outcome).inc()
         self.metrics.pipeline_latency.labels(handled.outcome).observe(latency_ms / 1000)
         log.info("message_handled", outcome=handled.outcome, decided_by=decision.decided_by,
@@ -208,29 +238,35 @@ class Pipeline:
         return ProcessResult(
             outcome="escalated" if handled.outcome == "escalated" else "replied",
             route=decision.route, confidence=decision.confidence, decided_by=decision.decided_by,
-            reason=decision.reason, reply=posted_text, escalation_id=handled.escalation_id, vote=handled.vote,
+            reason=decision.reason, reply=handled.text, escalation_id=handled.escalation_id, vote=handled.vote,
         )
 
-    async def _load_thread(self, msg: InboundMessage) -> tuple[ThreadState, int]:
+    async def _load_thread(self, session: AsyncSession, msg: InboundMessage, now: datetime) -> LoadedThread:
         """The conversation with its history before this message; the message itself is stored once."""
-        now = self.clock.now()
-        async with self.db.sessions.begin() as session:
-            conversation, created = await repo.get_or_create_conversation(
-                session, source=msg.source, team=msg.team, channel=msg.channel, thread_ts=msg.root_ts,
-                user=msg.user, now=now)
+        conversation = await repo.open_conversation(
+            session, source=msg.source, team=msg.team, channel=msg.channel, thread_ts=msg.root_ts,
+            user=msg.user, now=now, likely_new=msg.thread_ts is None)
+        created = conversation.created
+        recent = [] if created else await repo.thread_messages(session, conversation.id, limit=50)
+        stored = next((m for m in recent if m.ts == msg.ts and m.role == "user"), None)
+        if stored is None and not created:
             stored = await repo.find_message(session, conversation.id, msg.ts)
-            if stored is None:
-                stored = await repo.add_message(session, conversation_id=conversation.id, role="user",
-                                                user=msg.user, ts=msg.ts, text=msg.text, event_id=msg.event_id,
-                                                now=now)
-            earlier = await repo.thread_messages(session, conversation.id, before_id=stored.id, limit=50)
-            history = [Turn(role=m.role, text=m.text, user=m.user) for m in earlier]  # type: ignore[arg-type]
-            state = conversation.state
-            message_id = stored.id
-        if created and msg.thread_ts is not None and not history:
-            # Joined a thread late (mentioned mid-thread): take its earlier messages as context.
-            history = await self._earlier_in_slack(msg)
-        return ThreadState(conversation_id=conversation.id, history=tuple(history), state=state), message_id
+        existing = None
+        if stored is None:
+            stored = await repo.add_message(session, conversation_id=conversation.id, role="user", user=msg.user,
+                                            ts=msg.ts, text=msg.text, event_id=msg.event_id, now=now, touch=False)
+        else:
+            # Seen before: a retry after a crash keeps the decision already made and logged.
+            existing = await repo.decision_for_message(session, stored.id)
+        history = tuple(Turn(role=m.role, text=m.text, user=m.user)  # type: ignore[arg-type]
+                        for m in recent if m.id < stored.id)
+        return LoadedThread(
+            thread=ThreadState(conversation_id=conversation.id, history=history, state=conversation.state),
+            message_id=stored.id,
+            existing=existing,
+            # Mentioned mid-thread: the earlier messages are only in Slack.
+            joined_late=created and msg.thread_ts is not None,
+        )
 
     async def _earlier_in_slack(self, msg: InboundMessage) -> list[Turn]:
         try:
@@ -240,11 +276,9 @@ class Pipeline:
             return []
         return [turn for turn in turns if turn.text != msg.text]
 
-    async def _route(self, msg: InboundMessage, thread: ThreadState, message_id: int) -> tuple[RouteDecision, int]:
-        async with self.db.sessions() as session:
-            existing = await repo.decision_for_message(session, message_id)
+    async def _route(self, msg: InboundMessage, thread: ThreadState, loaded: LoadedThread) -> tuple[RouteDecision, int]:
+        existing = loaded.existing
         if existing is not None:
-            # A retry after a crash: keep the decision already made and logged.
             return RouteDecision(route=existing.route, confidence=existing.confidence,
                                  decided_by=existing.decided_by,  # type: ignore[arg-type]
                                  reason=existing.reason, scores=existing.scores), existing.id
@@ -257,7 +291,7 @@ class Pipeline:
                 reason=f"{decision.reason}; unknown route {decision.route!r} replaced by the fallback")
         async with self.db.sessions.begin() as session:
             row = await repo.add_decision(session, DecisionRow(
-                conversation_id=thread.conversation_id, message_id=message_id, route=decision.route,
+                conversation_id=thread.conversation_id, message_id=loaded.message_id, route=decision.route,
                 confidence=decision.confidence, decided_by=decision.decided_by, reason=decision.reason[:4000],
                 scores={k: round(v, 4) for k, v in decision.scores.items()},
                 router_mode=getattr(self.router, "name", "custom"), router_latency_ms=decision.latency_ms,
@@ -322,29 +356,33 @@ class Pipeline:
             decision_id=decision_id, route=decision.route if decision else None,
             confidence=decision.confidence if decision else None, drafts=drafts))
 
-    async def _deliver(self, event: InboundEvent, msg: InboundMessage, handled: Handled) -> str:
-        """Post the reply exactly once: the intent is written first, so a crash is detected later."""
+    async def _deliver(
+        self, event: InboundEvent, msg: InboundMessage, handled: Handled, conversation_id: int | None,
+        decision_id: int | None, *, error: str | None = None,
+    ) -> float:
+        """Post the reply exactly once: the intent is written first, so a crash is detected later.
+
+        Returns the latency from receipt to delivery, which is recorded with the outcome."""
         if event.reply_intent is not None:
-            found = await self.chat.find_reply(msg)
-            if found is not None:
-                await self._store_reply(event, msg, event.reply_intent, found.ts)
-                return event.reply_intent
+            posted = await self.chat.find_reply(msg)
         else:
+            posted = None
             async with self.db.sessions.begin() as session:
                 await repo.set_reply_intent(session, event.id, handled.text, outcome=handled.outcome)
-        posted = await self.chat.post_reply(msg, handled.text, kind=handled.kind)
-        await self._store_reply(event, msg, handled.text, posted.ts)
-        return handled.text
-
-    async def _store_reply(self, event: InboundEvent, msg: InboundMessage, text: str, ts: str) -> None:
+        if posted is None:
+            posted = await self.chat.post_reply(msg, handled.text, kind=handled.kind)
         now = self.clock.now()
+        latency_ms = (now - event.received_at).total_seconds() * 1000
         async with self.db.sessions.begin() as session:
-            await repo.set_reply_posted(session, event.id, ts)
-            conversation = await repo.find_conversation(session, team=msg.team, channel=msg.channel,
-                                                        thread_ts=msg.root_ts)
-            if conversation is not None:
-                await repo.add_message(session, conversation_id=conversation.id, role="assistant", text=text,
-                                       ts=ts, now=now)
+            await repo.complete_inbound(session, event.id, owner=self.instance_id, reply_ts=posted.ts,
+                                        outcome=handled.outcome, now=now, error=error)
+            if conversation_id is not None:
+                await repo.add_message(session, conversation_id=conversation_id, role="assistant",
+                                       text=handled.text, ts=posted.ts, now=now)
+            if decision_id is not None:
+                await repo.finish_decision(session, decision_id, outcome=handled.outcome, reply_text=handled.text,
+                                           escalated=handled.outcome == "escalated", latency_ms=latency_ms)
+        return latency_ms
 
     # --- endings --------------------------------------------------------------------------------
 
@@ -380,18 +418,19 @@ class Pipeline:
             async with self.db.sessions() as session:
                 conversation = await repo.find_conversation(session, team=msg.team, channel=msg.channel,
                                                             thread_ts=msg.root_ts)
+            conversation_id = conversation.id if conversation is not None else None
             if conversation is not None:
                 thread = ThreadState(conversation_id=conversation.id, history=(), state=conversation.state)
                 escalation_id = await self._escalate(msg, thread, None, None, "failure",
                                                      f"internal error: {type(exc).__name__}: {exc}")
-            text = await self._deliver(event, msg, Handled(FAILURE_NOTE, "notice", "escalated", escalation_id))
+            await self._deliver(event, msg, Handled(FAILURE_NOTE, "notice", "escalated", escalation_id),
+                                conversation_id, None, error=f"{type(exc).__name__}: {exc}")
         except Exception as second:
             log.exception("fail_safe_failed")
             await self._retry_later(event, second)
             return ProcessResult(outcome="failed", notes=(f"{type(exc).__name__}: {exc}",))
-        await self._finish(event, outcome="escalated", error=f"{type(exc).__name__}: {exc}"[:2000])
         self.metrics.messages.labels("unknown", "failed").inc()
-        return ProcessResult(outcome="escalated", reply=text, escalation_id=escalation_id,
+        return ProcessResult(outcome="escalated", reply=FAILURE_NOTE, escalation_id=escalation_id,
                              notes=(f"{type(exc).__name__}: {exc}",))
 
     async def _working(self, msg: InboundMessage, working: bool) -> None:

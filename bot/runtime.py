@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import timedelta
 import socket
 from dataclasses import dataclass
 
@@ -141,7 +142,7 @@ async def build_runtime(
     pipeline = Pipeline(
         config=config, db=db, router=build_router(config, recording, local), handlers=HandlerRegistry(config),
         voter=Voter(config, recording), escalations=escalations, chat=chat, llm=recording, clock=clock,
-        metrics=metrics, instance_id=instance,
+        metrics=metrics, instance_id=instance, lease=timedelta(seconds=settings.supportbot_lease_s),
     )
     dispatcher = Dispatcher(pipeline, concurrency=config.bot.max_concurrency, metrics=metrics, clock=clock)
     log.info("runtime_ready", llm=recording.provider, router=config.router.mode, database=db.dialect,

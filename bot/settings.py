@@ -32,8 +32,14 @@ class Settings(BaseSettings):
 
     supportbot_log_level: str = "INFO"
     supportbot_log_format: Literal["json", "console"] = Field(default="console")
-    # Identity of this replica in leases and logs; defaults to host:pid at start.
+    # Identity of this replica in leases and logs; defaults to host:pid at start. A stable id (bot-1)
+    # lets a restarted replica take back at once what its previous run left unfinished.
     supportbot_instance_id: str | None = None
+    # A worker holds a message for this long, renewed while it works; after a crash another replica
+    # (or the restarted one) takes it over once the lease lapses.
+    supportbot_lease_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    # How often unfinished inbox rows and due escalations are looked for.
+    supportbot_recovery_interval_s: float = Field(default=15.0, ge=0.1, le=3600.0)
 
     @model_validator(mode="after")
     def _slack_credentials_are_complete(self) -> Settings:

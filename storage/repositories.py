@@ -90,16 +90,34 @@ async def claim_inbound(
     session: AsyncSession, inbox_id: int, *, owner: str, now: datetime, lease: timedelta
 ) -> InboundEvent | None:
     """Take the lease on a pending event (or one whose lease ran out); None if another holds it."""
-    result = await session.execute(
+    claimed = await session.scalars(
         update(InboundEvent)
         .where(InboundEvent.id == inbox_id, _claimable(now))
         .values(status="processing", lease_owner=owner, lease_expires_at=now + lease,
                 attempts=InboundEvent.attempts + 1)
-        .execution_options(synchronize_session=False)
+        .returning(InboundEvent),
+        execution_options={"synchronize_session": False, "populate_existing": True},
     )
-    if getattr(result, "rowcount", 0) != 1:
-        return None
-    return await session.get(InboundEvent, inbox_id, populate_existing=True)
+    return claimed.one_or_none()
+
+
+async def renew_lease(session: AsyncSession, inbox_id: int, *, owner: str, until: datetime) -> bool:
+    result = await session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.id == inbox_id, InboundEvent.lease_owner == owner, InboundEvent.status == "processing")
+        .values(lease_expires_at=until)
+    )
+    return getattr(result, "rowcount", 0) == 1
+
+
+async def release_own_leases(session: AsyncSession, *, owner: str, now: datetime) -> int:
+    """At start-up: what this instance id held before a crash is nobody's now; make it claimable."""
+    result = await session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.lease_owner == owner, InboundEvent.status == "processing")
+        .values(lease_expires_at=now - timedelta(seconds=1))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _claimable(now: datetime) -> Any:
@@ -151,8 +169,17 @@ async def set_reply_intent(session: AsyncSession, inbox_id: int, text: str, *, o
     )
 
 
-async def set_reply_posted(session: AsyncSession, inbox_id: int, ts: str) -> None:
-    await session.execute(update(InboundEvent).where(InboundEvent.id == inbox_id).values(reply_ts=ts))
+async def complete_inbound(
+    session: AsyncSession, inbox_id: int, *, owner: str, reply_ts: str, outcome: str, now: datetime,
+    error: str | None = None,
+) -> None:
+    """The reply is out: record where, and finish the event, in the caller's transaction."""
+    await session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.id == inbox_id, InboundEvent.lease_owner == owner)
+        .values(reply_ts=reply_ts, status="done", outcome=outcome, finished_at=now, lease_expires_at=None,
+                error=error[:2000] if error else None)
+    )
 
 
 async def inbox_counts(session: AsyncSession) -> dict[str, int]:
@@ -181,6 +208,49 @@ async def get_or_create_conversation(
     return conversation, created_id is not None
 
 
+@dataclass(frozen=True)
+class ConversationRef:
+    id: int
+    state: str
+    created: bool
+
+
+async def open_conversation(
+    session: AsyncSession, *, source: str, team: str, channel: str, thread_ts: str, user: str, now: datetime,
+    likely_new: bool,
+) -> ConversationRef:
+    """The thread's conversation, created on first sight, in one statement in the common case:
+    a top-level message (`likely_new`) tries the insert first, a thread reply looks it up first."""
+
+    async def insert() -> int | None:
+        statement = (
+            _insert(session, Conversation)
+            .values(source=source, team=team, channel=channel, thread_ts=thread_ts, user=user, state="open",
+                    created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["team", "channel", "thread_ts"])
+            .returning(Conversation.id)
+        )
+        return (await session.execute(statement)).scalar_one_or_none()
+
+    async def lookup() -> ConversationRef | None:
+        row = (await session.execute(
+            select(Conversation.id, Conversation.state).where(
+                Conversation.team == team, Conversation.channel == channel, Conversation.thread_ts == thread_ts)
+        )).one_or_none()
+        return None if row is None else ConversationRef(row[0], row[1], created=False)
+
+    if not likely_new:
+        found = await lookup()
+        if found is not None:
+            return found
+    created_id = await insert()
+    if created_id is not None:
+        return ConversationRef(created_id, "open", created=True)
+    found = await lookup()
+    assert found is not None, "conversation vanished between insert and select"
+    return found
+
+
 async def find_conversation(
     session: AsyncSession, *, team: str, channel: str, thread_ts: str
 ) -> Conversation | None:
@@ -206,15 +276,17 @@ async def find_message(session: AsyncSession, conversation_id: int, ts: str) -> 
 
 async def add_message(
     session: AsyncSession, *, conversation_id: int, role: str, text: str, now: datetime,
-    user: str | None = None, ts: str | None = None, event_id: str | None = None,
+    user: str | None = None, ts: str | None = None, event_id: str | None = None, touch: bool = True,
 ) -> Message:
+    """Store a message; `touch` bumps the conversation's updated_at (skip it when the caller just did)."""
     message = Message(conversation_id=conversation_id, role=role, user=user, ts=ts, text=text,
                       event_id=event_id, created_at=now)
     session.add(message)
     await session.flush()
-    await session.execute(
-        update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now)
-    )
+    if touch:
+        await session.execute(
+            update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now)
+        )
     return message
 
 

@@ -120,7 +120,13 @@ async def start_server(
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound_port = int(runner.addresses[0][1]) if port == 0 else port
-    runtime.dispatcher.start_background(sweep=runtime.escalations.sweep)
+    async with runtime.db.sessions.begin() as session:
+        orphans = await repo.release_own_leases(session, owner=runtime.instance_id, now=runtime.clock.now())
+    if orphans:
+        log.info("taking_back_unfinished_work", count=orphans)
+    interval = settings.supportbot_recovery_interval_s
+    runtime.dispatcher.start_background(sweep=runtime.escalations.sweep, recovery_interval_s=interval,
+                                        sweep_interval_s=interval)
     await runtime.dispatcher.recover()
     log.info("serving", mode=mode, url=f"http://{host}:{bound_port}/", llm=runtime.llm.provider)
     return RunningServer(runtime=runtime, app=app, runner=runner, site=site, host=host, port=bound_port,
