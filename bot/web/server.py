@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from bot.clock import Clock
 from bot.config import Config
+from bot.errors import ConfigError
 from bot.llm.base import LLM
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
@@ -105,6 +106,12 @@ async def start_server(
 
         chat = await open_slack_chat(settings, config)
     runtime = await build_runtime(settings, config, chat=chat, clock=clock, llm=llm, instance_id=instance_id)
+    problem = runtime.escalations.paging_problem() if mode in ("http", "socket") else None
+    if problem is not None:
+        # In Slack an escalation tells the customer a person is coming: refuse a config that can page nobody
+        # (local mode, where the playground answers pages, is the place to try the bot without one).
+        await runtime.close()
+        raise ConfigError(config.source, "escalation", problem)
     app = build_web_app(runtime)
     slack = None
     if mode in ("http", "socket"):
