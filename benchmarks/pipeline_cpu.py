@@ -91,7 +91,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"pipeline CPU per message (LLM excluded), {result['messages']} messages, routing+storage on {url.split(':')[0]}")
+    backend = url.split(":")[0]
+    print(f"pipeline CPU per message (LLM excluded), {result['messages']} messages, routing+storage on {backend}")
     for key, value in result.items():
         if key != "messages":
             print(f"  {key:28s} {value:8.2f}")

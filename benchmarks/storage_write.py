@@ -74,7 +74,8 @@ async def pg_schema(url: str, create: bool) -> str:
 async def main_async(args: argparse.Namespace) -> dict[str, float | None]:
     results: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["sqlite_msgs_per_s"] = await run(f"sqlite+aiosqlite:///{Path(tmp) / 'w.db'}", args.messages, args.writers)
+        sqlite_url = f"sqlite+aiosqlite:///{Path(tmp) / 'w.db'}"
+        results["sqlite_msgs_per_s"] = await run(sqlite_url, args.messages, args.writers)
     try:
         url = await pg_schema(args.pg_url, True)
     except Exception as exc:

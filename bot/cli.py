@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -35,7 +35,12 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
 
 
-class LogFormat(str, Enum):
+class TableOrJson(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class LogFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -74,7 +79,8 @@ def _run(coro: Awaitable[T]) -> T:
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 3000,
-    host: Annotated[str, typer.Option(help="interface to bind; beyond loopback needs SUPPORTBOT_DASHBOARD_TOKEN")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="interface to bind; beyond loopback needs SUPPORTBOT_DASHBOARD_TOKEN")] = "127.0.0.1",
 ) -> None:
     """Run the bot: Slack HTTP or Socket Mode with credentials, else local mode with the web playground."""
     from bot.observability import configure_logging
@@ -196,7 +202,8 @@ def logs(
     until: Annotated[str | None, typer.Option(help="e.g. 1h, or 2026-02-01")] = None,
     search: Annotated[str | None, typer.Option("--search", "--text", help="text in the message or reply")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
-    format: Annotated[LogFormat, typer.Option("--format", help="table, json (one object a line) or csv")] = LogFormat.table,
+    format: Annotated[LogFormat, typer.Option(
+        "--format", help="table, json (one object a line) or csv")] = LogFormat.table,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new decisions")] = False,
 ) -> None:
     """Review routing decisions, newest first (oldest first with --follow)."""
@@ -287,17 +294,12 @@ def _clip(text: str, width: int) -> str:
 # --- triage ------------------------------------------------------------------------------------
 
 
-class TriageFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
 @app.command()
 def triage(
     file: Annotated[Path, typer.Argument(help="JSONL ({\"text\": ...} a line), CSV with a text column, "
                                          "or a Slack export (folder, or JSON array of messages)")],
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="messages in flight at once")] = 8,
-    format: Annotated[TriageFormat, typer.Option("--format", help="table, or json (one object)")] = TriageFormat.table,
+    format: Annotated[TableOrJson, typer.Option("--format", help="table, or json (one object)")] = TableOrJson.table,
     batch: Annotated[bool, typer.Option("--batch", help="use the Message Batches API: half price, "
                                         "results in minutes to hours; for large jobs that can wait")] = False,
 ) -> None:
@@ -310,7 +312,7 @@ def triage(
     except TriageInputError as exc:
         raise _fail(str(exc)) from None
     report = _run(run_triage(settings, config, loaded, concurrency=concurrency, batch=batch, progress_console=errors))
-    if format is TriageFormat.json:
+    if format is TableOrJson.json:
         sys.stdout.write(json.dumps(report.as_json(), ensure_ascii=False) + "\n")
     else:
         render_table(report, console)
@@ -321,23 +323,18 @@ def triage(
 # --- eval --------------------------------------------------------------------------------------
 
 
-class EvalRouter(str, Enum):
+class EvalRouter(StrEnum):
     rules = "rules"
     local = "local"
     llm = "llm"
     hybrid = "hybrid"
 
 
-class EvalFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
 @app.command("eval")
 def eval_command(
     file: Annotated[Path | None, typer.Argument(help='labelled JSONL: {"text": ..., "route": ...} a line')] = None,
     router: Annotated[EvalRouter | None, typer.Option(help="router to score (default: [router] mode)")] = None,
-    format: Annotated[EvalFormat, typer.Option("--format", help="table, or json (one line)")] = EvalFormat.table,
+    format: Annotated[TableOrJson, typer.Option("--format", help="table, or json (one line)")] = TableOrJson.table,
     export_corrections: Annotated[Path | None, typer.Option(
         "--export-corrections", help="write reviewers' route corrections as {text, route} JSONL to this file")] = None,
 ) -> None:
@@ -359,7 +356,7 @@ def eval_command(
     except EvalInputError as exc:
         raise _fail(str(exc)) from None
     report = _run(evaluate(settings, config, rows, (router.value if router else config.router.mode)))
-    if format is EvalFormat.json:
+    if format is TableOrJson.json:
         sys.stdout.write(json.dumps(report.as_json(), ensure_ascii=False) + "\n")
     else:
         render_table(report, console, source=str(file))
@@ -387,23 +384,18 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] 
 # --- escalations and on-call --------------------------------------------------------------------
 
 
-class ListFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
 @app.command()
 def escalations(
     open_only: Annotated[bool, typer.Option("--open", help="only paged or acknowledged ones")] = False,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
-    format: Annotated[ListFormat, typer.Option("--format", help="table, or json (one object a line)")] = (
-        ListFormat.table),
+    format: Annotated[TableOrJson, typer.Option("--format", help="table, or json (one object a line)")] = (
+        TableOrJson.table),
 ) -> None:
     """List escalations, newest first: age, state, level, re-pages, who acknowledged and resolved."""
     settings, _ = load_settings_and_config()
     rows = _run(_escalations(settings, open_only=open_only, limit=limit))
     now = datetime.now(UTC)
-    if format is ListFormat.json:
+    if format is TableOrJson.json:
         for row in rows:
             sys.stdout.write(json.dumps(row.as_json(now), ensure_ascii=False) + "\n")
         return
@@ -452,7 +444,7 @@ def _age(seconds: float) -> str:
 def oncall(
     at: Annotated[str | None, typer.Option(help="another moment, e.g. 2026-01-10T12:00 (UTC unless a zone "
                                                 "is given) or 7d for a week from now")] = None,
-    format: Annotated[ListFormat, typer.Option("--format", help="table, or json (one object)")] = ListFormat.table,
+    format: Annotated[TableOrJson, typer.Option("--format", help="table, or json (one object)")] = TableOrJson.table,
 ) -> None:
     """Who is on call now (or --at a moment), and the rotation through that week."""
     from bot.escalation import oncall_report
@@ -460,7 +452,7 @@ def oncall(
     _, config = load_settings_and_config()
     now = datetime.now(UTC)
     report = oncall_report(config, now if at is None else _moment(at, now))
-    if format is ListFormat.json:
+    if format is TableOrJson.json:
         sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
         return
     who = ", ".join(report["oncall"]) or (f"user group {report['usergroup']}" if report["usergroup"] else "nobody")

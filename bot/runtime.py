@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 

@@ -19,7 +19,9 @@ from storage.models import Escalation, InboundEvent, LLMCall, Vote
 _counter = iter(range(1, 10_000))
 
 
-def message(text: str, *, thread_ts: str | None = None, user: str = "UCUST", channel: str = "CSUPPORT") -> InboundMessage:
+def message(
+    text: str, *, thread_ts: str | None = None, user: str = "UCUST", channel: str = "CSUPPORT"
+) -> InboundMessage:
     n = next(_counter)
     return InboundMessage(source="slack", team="T0TEAM", channel=channel, user=user, text=text,
                           ts=f"1700000000.{n:06d}", event_id=f"Ev{n:08d}", thread_ts=thread_ts)
@@ -40,7 +42,8 @@ async def test_billing_question_is_voted_on_and_answered_in_thread(runtime: Runt
     async with runtime.db.sessions() as session:
         [row] = await repo.query_logs(session, repo.LogFilter())
         votes = (await session.execute(select(Vote))).scalars().all()
-        calls = (await session.execute(select(func.count()).select_from(LLMCall).where(LLMCall.purpose == "vote"))).scalar_one()
+        vote_calls = select(func.count()).select_from(LLMCall).where(LLMCall.purpose == "vote")
+        calls = (await session.execute(vote_calls)).scalar_one()
     assert row.voted and row.vote_agreement == 1.0 and row.reply == posts[0].text and row.latency_ms is not None
     assert len(votes) == 1 and votes[0].samples_requested == runtime.config.voting.samples
     assert calls == runtime.config.voting.samples

@@ -15,10 +15,12 @@ OFFLINE_BANNER = "_(offline mode: no ANTHROPIC_API_KEY is set, so this is a cann
 Classify = Callable[[str], tuple[str, float]]
 
 _WORD = re.compile(r"[a-z0-9']+")
-_STOPWORDS = frozenset(
-    "a an and are as at be but by can do for from has have how i i'm in is it its me my no not of on "
-    "or our please so that the this to was we what when where which why will with you your".split()
-)
+_STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "for", "from", "has", "have", "how",
+    "i", "i'm", "in", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "please", "so",
+    "that", "the", "this", "to", "was", "we", "what", "when", "where", "which", "why", "will", "with", "you",
+    "your",
+})
 
 
 class OfflineLLM:

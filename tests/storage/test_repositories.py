@@ -116,7 +116,8 @@ async def test_logs_filter_and_corrections(db: Database) -> None:
         assert [r.text for r in await repo.query_logs(session, repo.LogFilter(route="billing"))] == ["charged twice"]
         assert [r.text for r in await repo.query_logs(session, repo.LogFilter(escalated=True))] == ["sue you"]
         assert [r.text for r in await repo.query_logs(session, repo.LogFilter(decided_by="llm"))] == ["hmm pricing?"]
-        assert [r.text for r in await repo.query_logs(session, repo.LogFilter(confidence_below=0.5))] == ["hmm pricing?"]
+        unsure = await repo.query_logs(session, repo.LogFilter(confidence_below=0.5))
+        assert [r.text for r in unsure] == ["hmm pricing?"]
         assert [r.text for r in await repo.query_logs(session, repo.LogFilter(channel="C2"))] == ["sue you"]
         assert len(await repo.query_logs(session, repo.LogFilter(since=NOW - timedelta(days=1)))) == 2
         assert [r.text for r in await repo.query_logs(session, repo.LogFilter(text="TWICE"))] == ["charged twice"]
@@ -126,7 +127,8 @@ async def test_logs_filter_and_corrections(db: Database) -> None:
                                                            new_route="technical", reviewer="UREV", created_at=NOW))
     async with db.sessions() as session:
         corrected = await repo.query_logs(session, repo.LogFilter(decided_by="correction"))
-        assert [(r.route, r.original_route, r.decided_by) for r in corrected] == [("technical", "billing", "correction")]
+        assert [(r.route, r.original_route, r.decided_by) for r in corrected] == [
+            ("technical", "billing", "correction")]
         assert await repo.query_logs(session, repo.LogFilter(route="billing")) == []
         assert await repo.corrections_for_training(session) == [("charged twice", "technical")]
         row = corrected[0].as_json()
