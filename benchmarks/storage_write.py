@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import tempfile
 import time
 import uuid
@@ -79,7 +80,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, float | None]:
     try:
         url = await pg_schema(args.pg_url, True)
     except Exception as exc:
-        print(f"PostgreSQL unavailable ({type(exc).__name__}); skipped")
+        print(f"PostgreSQL unavailable ({type(exc).__name__}); skipped", file=sys.stderr)
         results["postgres_msgs_per_s"] = None
         return results
     try:
@@ -98,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({**results, "messages": args.messages, "writers": args.writers}))
         return
     print(f"routing-log writes, {args.messages} messages, {args.writers} concurrent writers")
     for key, value in results.items():
