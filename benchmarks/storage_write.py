@@ -29,16 +29,16 @@ async def write_one(db: Database, n: int) -> None:
     async with db.sessions.begin() as session:
         conversation, _ = await repo.get_or_create_conversation(
             session, source="slack", team="TB", channel="CB", thread_ts=f"{n}.0", user="UB", now=now)
-        message = await repo.add_message(session, conversation_id=conversation.id, role="user", text=f"message {n}",
-                                         now=now, user="UB", ts=f"{n}.0")
-        decision = await repo.add_decision(session, RouteDecision(
-            conversation_id=conversation.id, message_id=message.id, route="billing", confidence=0.9,
+        message_id = await repo.add_message(session, conversation_id=conversation.id, role="user",
+                                            text=f"message {n}", now=now, user="UB", ts=f"{n}.0")
+        decision_id = await repo.add_decision(session, RouteDecision(
+            conversation_id=conversation.id, message_id=message_id, route="billing", confidence=0.9,
             decided_by="local", reason="bench", scores={"billing": 0.9}, router_mode="hybrid", created_at=now))
         await repo.add_llm_call(session, LLMCall(conversation_id=conversation.id, purpose="reply", provider="bench",
                                                  model="m", latency_ms=1.0, created_at=now))
         await repo.add_message(session, conversation_id=conversation.id, role="assistant", text="reply", now=now,
                                ts=f"{n}.1")
-        await repo.finish_decision(session, decision.id, outcome="replied", reply_text="reply", escalated=False,
+        await repo.finish_decision(session, decision_id, outcome="replied", reply_text="reply", escalated=False,
                                    latency_ms=5.0)
 
 

@@ -131,13 +131,17 @@ class Pipeline:
     async def process(self, inbox_id: int) -> ProcessResult | None:
         """Everything after the ack. None when another worker holds or finished this message."""
         now = self.clock.now()
-        async with self.db.sessions.begin() as session:
-            # Claiming and loading the thread share one transaction: round trips are the pipeline's cost.
-            event = await repo.claim_inbound(session, inbox_id, owner=self.instance_id, now=now, lease=self.lease)
-            if event is None:
-                return None
-            msg = InboundMessage(**event.payload)
-            loaded = None if event.reply_ts is not None else await self._load_thread(session, msg, now)
+        try:
+            async with self.db.sessions.begin() as session:
+                # Claiming and loading the thread share one transaction: round trips are the pipeline's cost.
+                event = await repo.claim_inbound(session, inbox_id, owner=self.instance_id, now=now, lease=self.lease)
+                if event is None:
+                    return None
+                msg = InboundMessage(**event.payload)
+                loaded = None if event.reply_ts is not None else await self._load_thread(session, msg, now)
+        except Exception as exc:
+            await self._count_failed_load(inbox_id, exc)
+            raise
         structlog.contextvars.bind_contextvars(
             team=msg.team, channel=msg.channel, thread_ts=msg.root_ts, event_id=msg.event_id)
         self.metrics.in_flight.inc()
@@ -151,6 +155,18 @@ class Pipeline:
             heartbeat.cancel()
             self.metrics.in_flight.dec()
             structlog.contextvars.unbind_contextvars("team", "channel", "thread_ts", "event_id", "route")
+
+    async def _count_failed_load(self, inbox_id: int, exc: Exception) -> None:
+        """The claim rolled back with the failed load, and the attempt count with it: count it on its own and
+        back off, or a message that can never be loaded is retried by every recovery pass, forever."""
+        try:
+            async with self.db.sessions.begin() as session:
+                event = await repo.claim_inbound(session, inbox_id, owner=self.instance_id, now=self.clock.now(),
+                                                 lease=self.lease)
+            if event is not None:
+                await self._retry_later(event, exc)
+        except Exception as second:  # the database is down: recovery tries the message again later
+            log.warning("failed_load_not_counted", inbox_id=inbox_id, error=str(second))
 
     async def _keep_lease(self, inbox_id: int) -> None:
         """Renew the lease while a slow LLM keeps us busy, so no other replica starts the message too."""
@@ -253,16 +269,18 @@ class Pipeline:
             stored = await repo.find_message(session, conversation.id, msg.ts)
         existing = None
         if stored is None:
-            stored = await repo.add_message(session, conversation_id=conversation.id, role="user", user=msg.user,
-                                            ts=msg.ts, text=msg.text, event_id=msg.event_id, now=now, touch=False)
+            message_id = await repo.add_message(
+                session, conversation_id=conversation.id, role="user", user=msg.user, ts=msg.ts, text=msg.text,
+                event_id=msg.event_id, now=now, touch=False)
         else:
+            message_id = stored.id
             # Seen before: a retry after a crash keeps the decision already made and logged.
-            existing = await repo.decision_for_message(session, stored.id)
+            existing = await repo.decision_for_message(session, message_id)
         history = tuple(Turn(role=m.role, text=m.text, user=m.user)  # type: ignore[arg-type]
-                        for m in recent if m.id < stored.id)
+                        for m in recent if m.id < message_id)
         return LoadedThread(
             thread=ThreadState(conversation_id=conversation.id, history=history, state=conversation.state),
-            message_id=stored.id,
+            message_id=message_id,
             existing=existing,
             # Mentioned mid-thread: the earlier messages are only in Slack.
             joined_late=created and msg.thread_ts is not None,
@@ -290,13 +308,12 @@ class Pipeline:
                 decision, route=self.config.fallback_route,
                 reason=f"{decision.reason}; unknown route {decision.route!r} replaced by the fallback")
         async with self.db.sessions.begin() as session:
-            row = await repo.add_decision(session, DecisionRow(
+            decision_id = await repo.add_decision(session, DecisionRow(
                 conversation_id=thread.conversation_id, message_id=loaded.message_id, route=decision.route,
                 confidence=decision.confidence, decided_by=decision.decided_by, reason=decision.reason[:4000],
                 scores={k: round(v, 4) for k, v in decision.scores.items()},
                 router_mode=getattr(self.router, "name", "custom"), router_latency_ms=decision.latency_ms,
                 llm_calls=decision.llm_calls, created_at=self.clock.now()))
-            decision_id = row.id
         return decision, decision_id
 
     async def _handle(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, or_, select, update
+from sqlalchemy import Select, and_, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -64,10 +64,13 @@ async def insert_inbound_many(
     first: dict[str, int] = {}
     for index, row in enumerate(rows):
         first.setdefault(row["dedupe_key"], index)
+    # Rows go in key order, and so do the updates below: two replicas writing overlapping batches (a
+    # message on one, its retry on the other) then wait for each other's keys in the same order instead
+    # of deadlocking, which on PostgreSQL aborted one batch and answered its acks with 500.
     statement = (
         _insert(session, InboundEvent)
         .values([{**rows[index], "status": "pending", "attempts": 0, "duplicates": 0, "received_at": now}
-                 for index in first.values()])
+                 for key, index in sorted(first.items())])
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(InboundEvent.id, InboundEvent.dedupe_key)
     )
@@ -78,7 +81,7 @@ async def insert_inbound_many(
     for row, inbox_id in zip(rows, ids, strict=True):
         if inbox_id is None:
             repeats[row["dedupe_key"]] = repeats.get(row["dedupe_key"], 0) + 1
-    for key, count in repeats.items():
+    for key, count in sorted(repeats.items()):
         await session.execute(
             update(InboundEvent).where(InboundEvent.dedupe_key == key)
             .values(duplicates=InboundEvent.duplicates + count)
@@ -277,17 +280,18 @@ async def find_message(session: AsyncSession, conversation_id: int, ts: str) -> 
 async def add_message(
     session: AsyncSession, *, conversation_id: int, role: str, text: str, now: datetime,
     user: str | None = None, ts: str | None = None, event_id: str | None = None, touch: bool = True,
-) -> Message:
-    """Store a message; `touch` bumps the conversation's updated_at (skip it when the caller just did)."""
-    message = Message(conversation_id=conversation_id, role=role, user=user, ts=ts, text=text,
-                      event_id=event_id, created_at=now)
-    session.add(message)
-    await session.flush()
+) -> int:
+    """Store a message and return its id; `touch` bumps the conversation's updated_at (skip it when the
+    caller just did). A Core insert: the ORM's unit of work costs more than the statement itself here."""
+    message_id: int = (await session.execute(
+        insert(Message).values(conversation_id=conversation_id, role=role, user=user, ts=ts, text=text,
+                               event_id=event_id, created_at=now).returning(Message.id)
+    )).scalar_one()
     if touch:
         await session.execute(
             update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now)
         )
-    return message
+    return message_id
 
 
 async def thread_messages(
@@ -309,10 +313,14 @@ async def decision_for_message(session: AsyncSession, message_id: int) -> RouteD
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def add_decision(session: AsyncSession, decision: RouteDecision) -> RouteDecision:
-    session.add(decision)
-    await session.flush()
-    return decision
+async def add_decision(session: AsyncSession, decision: RouteDecision) -> int:
+    """Insert a decision built as a model object; returns its id (Core insert, as for messages)."""
+    values = {column.key: getattr(decision, column.key) for column in RouteDecision.__table__.columns
+              if getattr(decision, column.key) is not None}
+    decision_id: int = (await session.execute(
+        insert(RouteDecision).values(**values).returning(RouteDecision.id)
+    )).scalar_one()
+    return decision_id
 
 
 async def finish_decision(

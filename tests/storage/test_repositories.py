@@ -95,14 +95,14 @@ async def _decision(db: Database, *, text: str, route: str, decided_by: str, con
         conversation, _ = await repo.get_or_create_conversation(
             session, source="slack", team="T", channel=channel, thread_ts=str(when.timestamp()) + text[:3],
             user="U1", now=when)
-        message = await repo.add_message(session, conversation_id=conversation.id, role="user", text=text,
-                                         now=when, user="U1", ts="1.0")
-        row = await repo.add_decision(session, RouteDecision(
-            conversation_id=conversation.id, message_id=message.id, route=route, confidence=confidence,
+        message_id = await repo.add_message(session, conversation_id=conversation.id, role="user", text=text,
+                                            now=when, user="U1", ts="1.0")
+        decision_id = await repo.add_decision(session, RouteDecision(
+            conversation_id=conversation.id, message_id=message_id, route=route, confidence=confidence,
             decided_by=decided_by, reason="test", scores={}, router_mode="hybrid", created_at=when))
-        await repo.finish_decision(session, row.id, outcome="escalated" if escalated else "replied",
+        await repo.finish_decision(session, decision_id, outcome="escalated" if escalated else "replied",
                                    reply_text=f"re: {text}", escalated=escalated, latency_ms=12.0)
-        return row.id
+        return decision_id
 
 
 async def test_logs_filter_and_corrections(db: Database) -> None:
