@@ -229,7 +229,10 @@ class Pipeline:
 
     async def _run(self, event: InboundEvent, msg: InboundMessage, loaded: LoadedThread) -> ProcessResult:
         thread = loaded.thread
-        if thread.state in ("escalated", "taken_over"):
+        # An answer decided before and not delivered yet (Slack refused it, a crash) is still owed: this
+        # message's own escalation made the thread "escalated", and its notice must not be swallowed by that.
+        undelivered = event.reply_intent is not None and thread.state == "escalated"
+        if thread.state in ("escalated", "taken_over") and not undelivered:
             await self._finish(event, outcome="quiet")
             return ProcessResult(outcome="quiet", notes=(f"a person has this thread ({thread.state})",))
         if self.config.bot.ignore_pleasantries and PLEASANTRY.match(msg.text.strip()):

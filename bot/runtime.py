@@ -35,7 +35,6 @@ from storage.engine import Database, open_database, upgrade
 
 log = structlog.get_logger(__name__)
 
-DRAIN_TIMEOUT_S = 20.0
 # Where pages go in local mode when the config names no escalation channel or on-call users.
 LOCAL_ESCALATION_CHANNEL = "CESCALATIONS"
 
@@ -106,7 +105,7 @@ class Runtime:
         return len(corrections)
 
     async def close(self) -> None:
-        left = await self.dispatcher.drain(DRAIN_TIMEOUT_S)
+        left = await self.dispatcher.drain(self.settings.supportbot_drain_timeout_s)
         if left:
             log.warning("shutdown_left_work", unfinished=left)
         inner = self.llm.inner

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     supportbot_lease_s: float = Field(default=60.0, ge=1.0, le=3600.0)
     # How often unfinished inbox rows and due escalations are looked for.
     supportbot_recovery_interval_s: float = Field(default=15.0, ge=0.1, le=3600.0)
+    # On SIGTERM, how long in-flight messages may still finish; keep it under the supervisor's grace
+    # period (docker stop: 10 s unless --time/stop_grace_period says more). Work still running then is
+    # left to its lease: the next start or another replica finishes it.
+    supportbot_drain_timeout_s: float = Field(default=20.0, ge=0.0, le=3600.0)
 
     @model_validator(mode="after")
     def _slack_credentials_are_complete(self) -> Settings:

@@ -106,10 +106,18 @@ class SlackBot:
     async def handle_http(self, request: web.Request) -> web.StreamResponse:
         """POST /slack/events: Bolt answers (401 on a bad signature), then the queued work starts."""
         started = time.perf_counter()
+        try:
+            bolt_request = await to_bolt_request(request)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # Bolt reads the body (and indexes into it) before checking the signature: a body that is not
+            # JSON or form data shaped like Slack's made it raise, which aiohttp answered with a 500.
+            return _unreadable(f"{type(exc).__name__}: the body is not a Slack request")
+        if not isinstance(bolt_request.body.get("event", {}), dict):
+            return _unreadable("`event` is not an object")  # Bolt's middleware would fail on it with a 500
         queued: list[Callable[[], None]] = []
         token = _AFTER_ACK.set(queued)
         try:
-            bolt_response = await self.bolt.async_dispatch(await to_bolt_request(request))
+            bolt_response = await self.bolt.async_dispatch(bolt_request)
         finally:
             _AFTER_ACK.reset(token)
         try:
@@ -309,6 +317,12 @@ class SocketModeLink(AsyncSocketModeHandler):
         finally:
             _AFTER_ACK.reset(token)
             _start_all(queued)
+
+
+def _unreadable(reason: str) -> web.Response:
+    """400 for a body Slack would never send; nothing is read from it or stored."""
+    log.warning("slack_request_refused", reason=reason)
+    return web.json_response({"ok": False, "error": "invalid_payload"}, status=400)
 
 
 def _start_all(queued: list[Callable[[], None]]) -> None:

@@ -11,6 +11,9 @@ from bot.slack.text import to_plain_text
 
 # Message subtypes that are still a person writing; everything else (edits, deletes, joins, bots...) is not.
 HUMAN_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
+# Slack cuts message text at 40,000 characters; anything longer did not come from a person typing, and is
+# cut the same way rather than stored, classified and sent to the model whole.
+MAX_TEXT_CHARS = 40_000
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def read_post(body: Mapping[str, Any], *, bot_user_id: str | None, bot_id: str |
     if bot_user_id is not None and user == bot_user_id:
         return Skip("own message")
     raw_text = event.get("text")
-    raw_text = raw_text if isinstance(raw_text, str) else ""
+    raw_text = raw_text[:MAX_TEXT_CHARS] if isinstance(raw_text, str) else ""
     text = to_plain_text(raw_text, bot_user_id=bot_user_id)
     if not text:
         return Skip("no text")

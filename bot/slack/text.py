@@ -7,6 +7,10 @@ import re
 _ANGLE = re.compile(r"<([^<>\n]+)>")
 _BROADCAST = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
 _USERGROUP = re.compile(r"<!subteam\^([A-Z0-9]+)(?:\|@?([^>]*))?>")
+# What no database column stores: NUL (PostgreSQL refuses it) and lone UTF-16 surrogates (half an emoji,
+# a JSON escape like \ud83d alone; no UTF-8 encoder takes them). A message holding one was acked but could
+# never be processed. Control characters other than tab and newlines go too; surrogates become U+FFFD.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def strip_mention(text: str, bot_user_id: str | None) -> str:
@@ -38,6 +42,7 @@ def to_plain_text(text: str, *, bot_user_id: str | None = None) -> str:
         return f"{label} ({target})" if label and label != target else target
 
     plain = _ANGLE.sub(readable, strip_mention(text, bot_user_id))
+    plain = _UNSTORABLE.sub(lambda m: "\ufffd" if m.group() >= "\ud800" else "", plain)
     return plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
 
 

@@ -27,10 +27,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RUNTIME_KEY = web.AppKey("runtime", Runtime)
+# Set when shutdown begins: /healthz answers 503 "draining" so a load balancer stops sending here.
+DRAINING_KEY = web.AppKey("draining", asyncio.Event)
 
 
 async def healthz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
+    if request.app[DRAINING_KEY].is_set():
+        return web.json_response({"status": "draining", "in_flight": runtime.dispatcher.pending,
+                                  "instance": runtime.instance_id}, status=503)
     try:
         async with runtime.db.sessions() as session:
             await asyncio.wait_for(session.execute(text("SELECT 1")), timeout=2.0)
@@ -60,6 +65,7 @@ async def metrics(request: web.Request) -> web.Response:
 def build_web_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[RUNTIME_KEY] = runtime
+    app[DRAINING_KEY] = asyncio.Event()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     from bot.web.dashboard import add_dashboard_routes
@@ -85,12 +91,19 @@ class RunningServer:
         return f"http://{self.host}:{self.port}"
 
     async def stop(self) -> None:
-        """Stop receiving (Socket Mode, then HTTP), then drain in-flight messages, then close."""
+        """Say "draining" on /healthz, stop Socket Mode, drain in-flight messages, then stop HTTP and close.
+
+        HTTP stays up while draining: a late event is still written to the inbox and acked (the next
+        start or another replica answers it) instead of being refused, and probes see the 503."""
         log.info("shutting_down")
+        self.app[DRAINING_KEY].set()
         if self.slack is not None:
             await self.slack.close_async()
+        left = await self.runtime.dispatcher.drain(self.runtime.settings.supportbot_drain_timeout_s)
+        if left:
+            log.warning("shutdown_left_work", unfinished=left)
         await self.site.stop()
-        await self.runtime.close()
+        await self.runtime.close()  # its own drain finds nothing left
         await self.runner.cleanup()
 
 

@@ -24,18 +24,26 @@ def _database_url() -> str:
 
 def _run(connection: Connection) -> None:
     is_postgres = connection.dialect.name == "postgresql"
+    is_sqlite = connection.dialect.name == "sqlite"
     if is_postgres:
         connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         connection.commit()
+    elif is_sqlite:
+        # No advisory lock in SQLite: hold its write lock for the whole migration instead (waiting up to the
+        # busy timeout for it). Without it, processes starting at once on one file all found no schema and
+        # all but one died on "table ... already exists" (SQLite runs DDL outside a transaction otherwise).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     try:
         context.configure(
             connection=connection,
             target_metadata=Base.metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=is_sqlite,
             compare_type=True,
         )
         with context.begin_transaction():
             context.run_migrations()
+        if is_sqlite:
+            connection.commit()
     finally:
         if is_postgres:
             connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
