@@ -73,3 +73,11 @@ def test_db_upgrade_reports_the_revision(env: dict[str, str]) -> None:
     result = run(["db", "upgrade"], env)
     assert result.returncode == 0, result.stderr
     assert "head" in result.stdout
+
+
+def test_serve_with_an_unreachable_database_fails_with_a_clear_message(env: dict[str, str]) -> None:
+    env["DATABASE_URL"] = "postgresql+asyncpg://postgres@127.0.0.1:9/nowhere"
+    result = run(["serve", "--port", "0"], env)
+    assert result.returncode == 2
+    assert "database migration failed" in result.stderr
+    assert "Traceback" not in result.stderr
