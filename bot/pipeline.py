@@ -419,7 +419,7 @@ class Pipeline:
             self.metrics.messages.labels("unknown", "failed").inc()
             return
         delay = RETRY_BACKOFF_S[min(event.attempts - 1, len(RETRY_BACKOFF_S) - 1)]
-        log.warning("delivery_failed_retrying", attempts=event.attempts, retry_in_s=delay, error=str(exc))
+        log.warning("message_retry_scheduled", attempts=event.attempts, retry_in_s=delay, error=str(exc))
         async with self.db.sessions.begin() as session:
             await repo.release_inbound(session, event.id, owner=self.instance_id,
                                        retry_at=self.clock.now() + timedelta(seconds=delay), error=str(exc)[:2000])

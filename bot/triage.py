@@ -25,7 +25,7 @@ from rich.table import Table
 
 from bot.config import Config
 from bot.errors import LLMError, SupportbotError
-from bot.llm.base import LLM, BatchProgress, ChatMessage, LLMRequest, ToolSpec, batch_capable
+from bot.llm.base import LLM, BatchProgress, ChatMessage, LLMRequest, ToolSpec, batch_capable, quoted
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -297,9 +297,8 @@ class TriagePrompt:
         object.__setattr__(self, "system", triage_system_prompt(self.config))
 
     def request(self, item: TriageItem) -> LLMRequest:
-        text = item.text[:MAX_TRIAGED_CHARS].replace("</message>", "</ message>")
         return LLMRequest(purpose="triage", model=self.config.router.model, system=self.system,
-                          messages=(ChatMessage("user", f"<message>\n{text}\n</message>"),),
+                          messages=(ChatMessage("user", quoted(item.text[:MAX_TRIAGED_CHARS])),),
                           max_tokens=400, tool=self.tool, temperature=0.0)
 
     def outcome(self, item: TriageItem, answer: Mapping[str, Any] | None) -> TriageOutcome:

@@ -111,3 +111,13 @@ def batch_capable(llm: LLM) -> BatchLLM | None:
     if getattr(llm, "supports_batch", False) and hasattr(llm, "complete_batch"):
         return llm  # type: ignore[return-value]
     return None
+
+
+def defanged(text: str, tag: str = "message") -> str:
+    """Untrusted text that can neither open nor close <tag> in a prompt."""
+    return text.replace(f"</{tag}", f"</ {tag}").replace(f"<{tag}", f"< {tag}")
+
+
+def quoted(text: str, tag: str = "message") -> str:
+    """Untrusted text inside <tag>…</tag> for a prompt, unable to close (or open) that tag itself."""
+    return f"<{tag}>\n{defanged(text, tag)}\n</{tag}>"

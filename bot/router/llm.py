@@ -11,7 +11,7 @@ import structlog
 
 from bot.config import Config
 from bot.errors import LLMBadOutput, LLMError
-from bot.llm.base import LLM, ChatMessage, LLMRequest, ToolSpec
+from bot.llm.base import LLM, ChatMessage, LLMRequest, ToolSpec, defanged, quoted
 from bot.router.base import RouteDecision, RoutingContext
 
 log = structlog.get_logger(__name__)
@@ -85,10 +85,8 @@ class LLMRouter:
         """Claude's decision, or why there is none (unavailable, or an answer outside the schema)."""
         started = time.perf_counter()
         context = context or RoutingContext()
-        prior = "\n".join(f"- {_as_data(turn)[:500]}" for turn in context.history[-3:])
-        content = (f"Earlier in the thread:\n{prior}\n\n" if prior else "") + (
-            f"<message>\n{_as_data(text[:MAX_ROUTED_CHARS])}\n</message>"
-        )
+        prior = "\n".join(f"- {defanged(turn[:500])}" for turn in context.history[-3:])
+        content = (f"Earlier in the thread:\n{prior}\n\n" if prior else "") + quoted(text[:MAX_ROUTED_CHARS])
         request = LLMRequest(
             purpose="route",
             model=self._config.router.model,
@@ -122,10 +120,6 @@ class LLMRouter:
             latency_ms=(time.perf_counter() - started) * 1000,
         )
 
-
-def _as_data(text: str) -> str:
-    """The customer's text cannot close the <message> tag it is quoted in."""
-    return text.replace("</message>", "</ message>").replace("<message>", "< message>")
 
 
 def parse_route_answer(answer: Mapping[str, Any] | None, routes: list[str]) -> tuple[str, float, str] | str:

@@ -30,6 +30,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.response import BoltResponse
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
@@ -120,6 +121,13 @@ class SlackBot:
             bolt_response = await self.bolt.async_dispatch(bolt_request)
         finally:
             _AFTER_ACK.reset(token)
+        kind = bolt_request.body.get("type")
+        if bolt_response.status == 404 and kind in ("event_callback", "app_rate_limited"):
+            # Signed (Bolt answers 401 before 404) but nothing here listens for it: ack it, or Slack retries
+            # it and counts the failures against the app's event subscription.
+            if kind == "app_rate_limited":
+                log.warning("slack_app_rate_limited", minute=bolt_request.body.get("minute_rate_limited"))
+            bolt_response = BoltResponse(status=200, body="")
         try:
             response = await to_aiohttp_response(bolt_response)
             await response.prepare(request)

@@ -119,8 +119,9 @@ async def migrate_in_child_process(settings: Settings) -> None:
     )
     _, stderr = await process.communicate()
     if process.returncode != 0:
-        detail = stderr.decode(errors="replace").strip().splitlines()
-        raise SupportbotError(f"database migration failed: {detail[-1] if detail else process.returncode}")
+        lines = stderr.decode(errors="replace").strip().splitlines()
+        detail = lines[-1].removeprefix("error: ").removeprefix("migration failed: ") if lines else "no output"
+        raise SupportbotError(f"database migration failed: {detail}")
 
 
 async def start_server(

@@ -88,7 +88,11 @@ async def test_malformed_requests_are_refused_or_ignored_and_the_server_carries_
         "text is a list": (signed(envelope(message(["a", "b"]))), 200),
         "no ts": (signed(envelope(without_ts)), 200),
         "no event type": (signed(json.dumps({"event": {"text": "hi"}}).encode()), 404),
-        "an event type it does not handle": (signed(envelope({"type": "reaction_added", "user": CUSTOMER})), 404),
+        # Acked and ignored: a 404 would make Slack retry it and count it against the app's subscription.
+        "an event type it does not handle": (signed(envelope({"type": "reaction_added", "user": CUSTOMER})), 200),
+        "app_rate_limited": (signed(json.dumps({"type": "app_rate_limited", "token": "t", "team_id": "T0TEAM",
+                                                "minute_rate_limited": 1518467820, "api_app_id": "A0APP"}).encode()),
+                             200),
         "a bad signature": (sp.encode_event_request(sp.event_callback(message("hi")), valid_signature=False), 401),
         "a body over 2 MB": (signed(envelope(message("x" * 3_000_000))), 413),
     }
