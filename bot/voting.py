@@ -13,7 +13,7 @@ import structlog
 from bot.config import Config
 from bot.domain import Turn, VoteResult, VoteSample
 from bot.errors import LLMError
-from bot.llm.base import LLM, ChatMessage, LLMRequest, ToolSpec, quoted
+from bot.llm.base import LLM, ChatMessage, LLMRequest, ToolSpec, defanged, quoted
 from handlers.persona import PersonaHandler
 
 log = structlog.get_logger(__name__)
@@ -163,7 +163,8 @@ class Voter:
     async def _judge(
         self, handler: PersonaHandler, drafts: list[str], text: str, conversation_id: int | None
     ) -> str | None:
-        numbered = "\n\n".join(f"Draft {i}:\n{quoted(draft, 'draft')}" for i, draft in enumerate(drafts))
+        numbered = "\n\n".join(f'<draft index="{i}">\n{defanged(draft, "draft")}\n</draft>'
+                               for i, draft in enumerate(drafts))
         request = LLMRequest(
             purpose="judge",
             model=handler.route.model,
