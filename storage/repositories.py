@@ -573,6 +573,7 @@ class LLMCallFact:
     cache_creation_tokens: int
     latency_ms: float
     failed: bool
+    provider: str
 
 
 async def llm_call_facts(
@@ -582,7 +583,7 @@ async def llm_call_facts(
     statement = select(
         LLMCall.created_at, LLMCall.purpose, LLMCall.model, LLMCall.route, LLMCall.input_tokens,
         LLMCall.output_tokens, LLMCall.cache_read_tokens, LLMCall.cache_creation_tokens, LLMCall.latency_ms,
-        LLMCall.error.is_not(None),
+        LLMCall.error.is_not(None), LLMCall.provider,
     )
     if since is not None:
         statement = statement.where(LLMCall.created_at >= since)

@@ -45,7 +45,8 @@ def thread_view(review: ConversationReview) -> list[MessageView]:
 
 def call_fact(call: LLMCall) -> LLMCallFact:
     return LLMCallFact(call.created_at, call.purpose, call.model, call.route, call.input_tokens, call.output_tokens,
-                       call.cache_read_tokens, call.cache_creation_tokens, call.latency_ms, call.error is not None)
+                       call.cache_read_tokens, call.cache_creation_tokens, call.latency_ms, call.error is not None,
+                       call.provider)
 
 
 def _iso(value: Any) -> str | None:

@@ -135,7 +135,10 @@ class UsageRow:
 
 
 def call_cost(call: LLMCallFact, prices: Mapping[str, Mapping[str, float]]) -> float | None:
-    """US dollars for one call from `[llm] prices` (per million tokens); cache writes cost 1.25x input."""
+    """US dollars for one call from `[llm] prices` (per million tokens); cache writes cost 1.25x input.
+    The offline provider's calls are free (their token counts are estimates)."""
+    if call.provider == "offline":
+        return 0.0
     price = prices.get(call.model)
     if price is None:
         return None
