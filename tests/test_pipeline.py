@@ -7,7 +7,6 @@ import dataclasses
 from sqlalchemy import func, select
 
 from bot.config import Config
-from bot.domain import InboundMessage
 from bot.errors import LLMUnavailable
 from bot.llm.base import LLMRequest, LLMResponse
 from bot.local_chat import LocalChat
@@ -15,21 +14,7 @@ from bot.runtime import LOCAL_ESCALATION_CHANNEL, Runtime, build_runtime
 from bot.settings import Settings
 from storage import repositories as repo
 from storage.models import Escalation, InboundEvent, LLMCall, Vote
-
-_counter = iter(range(1, 10_000))
-
-
-def message(
-    text: str, *, thread_ts: str | None = None, user: str = "UCUST", channel: str = "CSUPPORT"
-) -> InboundMessage:
-    n = next(_counter)
-    return InboundMessage(source="slack", team="T0TEAM", channel=channel, user=user, text=text,
-                          ts=f"1700000000.{n:06d}", event_id=f"Ev{n:08d}", thread_ts=thread_ts)
-
-
-def chat_of(runtime: Runtime) -> LocalChat:
-    assert isinstance(runtime.chat, LocalChat)
-    return runtime.chat
+from tests.builders import chat_of, message
 
 
 async def test_billing_question_is_voted_on_and_answered_in_thread(runtime: Runtime) -> None:

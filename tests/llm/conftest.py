@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from bot.clock import SystemClock
 from bot.config import Config, load_config
-from bot.domain import InboundMessage
 from bot.llm.anthropic import AnthropicLLM
 from bot.llm.fallback import FallbackLLM
 from bot.llm.recording import RecordingLLM
@@ -34,22 +33,6 @@ max_retry_wait_s = 2
 """
 
 BuildRuntime = Callable[..., Awaitable[Runtime]]
-
-_counter = iter(range(1, 1_000_000))
-
-
-def message(
-    text: str, *, thread_ts: str | None = None, user: str = "UCUST", channel: str = "CSUPPORT"
-) -> InboundMessage:
-    n = next(_counter)
-    return InboundMessage(source="slack", team="T0TEAM", channel=channel, user=user, text=text,
-                          ts=f"1700000000.{n:06d}", event_id=f"Ev{n:08d}", thread_ts=thread_ts)
-
-
-def chat_of(runtime: Runtime) -> LocalChat:
-    assert isinstance(runtime.chat, LocalChat)
-    return runtime.chat
-
 
 def config_from(toml: str = "") -> Config:
     """The built-in config (routes, rules) with fast LLM budgets, then the keys in `toml` on top."""

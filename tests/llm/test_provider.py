@@ -10,8 +10,9 @@ from bot.mrkdwn import MAX_REPLY_CHARS, TRUNCATION_NOTE
 from bot.pipeline import LLM_DOWN_NOTE
 from bot.runtime import Runtime
 from storage.models import Escalation, LLMCall
+from tests.builders import chat_of, message
 from tests.fakes.anthropic_api import FakeAnthropicAPI, error, garbage, hang, text, tool_use
-from tests.llm.conftest import DUMMY_KEY, BuildRuntime, ClaudeStack, chat_of, message
+from tests.llm.conftest import DUMMY_KEY, BuildRuntime, ClaudeStack
 
 # The LLM router decides, so each test controls the route; technical replies are not voted on.
 LLM_ROUTER = '[router]\nmode = "llm"\n'

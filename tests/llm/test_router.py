@@ -8,8 +8,9 @@ from structlog.testing import capture_logs
 
 from storage import repositories as repo
 from storage.models import LLMCall
+from tests.builders import message
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply, error, garbage, hang, text, tool_use
-from tests.llm.conftest import BuildRuntime, message
+from tests.llm.conftest import BuildRuntime
 
 LLM_ROUTER = '[router]\nmode = "llm"\n'
 # Everything the local classifier says is "unsure" (so Claude is asked), or "sure" (so it is not).

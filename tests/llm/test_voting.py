@@ -13,8 +13,9 @@ from sqlalchemy.orm import selectinload
 from bot.pipeline import LLM_DOWN_NOTE, VOTE_NOTE
 from bot.runtime import Runtime
 from storage.models import Escalation, LLMCall, Vote
+from tests.builders import chat_of, message
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest, Reply, error
-from tests.llm.conftest import BuildRuntime, chat_of, message
+from tests.llm.conftest import BuildRuntime
 
 LLM_ROUTER = '[router]\nmode = "llm"\n'
 BILLING = "I was charged twice this month for the same invoice"

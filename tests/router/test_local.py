@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import statistics
-import time
 from pathlib import Path
 
 import pytest
@@ -13,10 +11,13 @@ import pytest
 from bot.config import Config, load_config, parse_config
 from bot.router.base import RouteDecision
 from bot.router.local import (
+    HEAD_CHARS,
+    TAIL_CHARS,
     LabeledText,
     LocalClassifier,
     LocalRouter,
     Prediction,
+    normalize,
     shipped_training_data,
 )
 from bot.router.rules import RulesRouter
@@ -147,28 +148,13 @@ def test_confidence_is_calibrated_on_routes_the_model_has_not_memorised(router: 
     assert sum(right) / len(right) >= 0.9
 
 
-def test_huge_messages_are_truncated_and_still_fast(router: LocalRouter) -> None:
-    text = "My invoice is wrong. " + "blah " * 200_000 + " Please refund me."
+def test_huge_messages_are_read_by_their_head_and_tail(router: LocalRouter) -> None:
+    # Speed is measured in benchmarks/router_latency.py; here: a 1 MB message is cut, not read whole.
+    text = "My invoice is wrong, I was charged twice. " + "blah " * 200_000 + " Please refund me."
 
-    started = time.perf_counter()
-    decision = route(router, text)
-
-    assert (time.perf_counter() - started) < 0.5
-    assert decision.route in DEFAULT_ROUTES
-
-
-def test_routing_takes_well_under_two_milliseconds(router: LocalRouter) -> None:
-    texts = [text for text, _ in CLEAR_MESSAGES + LOOK_ALIKES] * 10
-    for text in texts[:5]:
-        router.classifier.predict(text)
-
-    timings = []
-    for text in texts:
-        started = time.perf_counter()
-        router.classifier.predict(text)
-        timings.append((time.perf_counter() - started) * 1000)
-
-    assert statistics.median(timings) < 2.0
+    assert len(normalize(text)) <= HEAD_CHARS + TAIL_CHARS + 1
+    assert "refund" in normalize(text) and "invoice" in normalize(text)
+    assert route(router, text).route == "billing"
 
 
 def test_a_reviewer_correction_changes_the_route_of_that_message(router: LocalRouter) -> None:
