@@ -6,10 +6,9 @@ import asyncio
 import csv
 import io
 import json
-import re
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -23,6 +22,7 @@ from rich.text import Text
 from bot.config import Config, load_config
 from bot.errors import ConfigError
 from bot.settings import Settings
+from bot.when import RELATIVE, parse_when
 
 T = TypeVar("T")
 
@@ -171,18 +171,13 @@ def _print_result(result: Any) -> None:
 
 
 def parse_since(value: str | None, now: datetime) -> datetime | None:
-    """'24h', '30m', '7d', '2w' ago, or an ISO date/time (UTC when no zone is given)."""
+    """A --since/--until value (see bot.when), or a clear error."""
     if value is None:
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", value)
-    if match:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match[2]]
-        return now - timedelta(**{unit: int(match[1])})
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise _fail(f"cannot read {value!r} as a time: use 24h, 30m, 7d or an ISO date like 2026-01-31") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parse_when(value, now)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 LOG_COLUMNS = ["created_at", "channel", "thread_ts", "user", "text", "route", "confidence", "decided_by",
@@ -430,7 +425,7 @@ def _moment(value: str, now: datetime) -> datetime:
     """'7d' from now, or an ISO date/time (UTC when no zone is given)."""
     ago = parse_since(value, now)
     assert ago is not None
-    return now + (now - ago) if re.fullmatch(r"\s*\d+\s*[smhdw]\s*", value) else ago
+    return now + (now - ago) if RELATIVE.fullmatch(value) else ago
 
 
 def _age(seconds: float) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from bot.when import parse_when
 from storage.repositories import LogFilter
 
 DECIDED_BY = ("rules", "local", "llm", "hybrid", "correction")
@@ -15,20 +15,6 @@ FILTER_FIELDS = ("route", "decided_by", "escalated", "voted", "confidence_below"
                  "until", "search")
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-_RELATIVE = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_when(value: str, now: datetime) -> datetime:
-    """'24h', '30m', '7d', '2w' ago, or an ISO date/time (UTC when no zone is given); ValueError otherwise."""
-    match = _RELATIVE.fullmatch(value)
-    if match:
-        return now - timedelta(**{_UNITS[match[2]]: int(match[1])})
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(f"cannot read {value!r} as a time: use 24h, 30m, 7d or a date like 2026-01-31") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _yes_no(value: str) -> bool | None:
