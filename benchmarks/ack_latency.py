@@ -30,6 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._serve import throwaway_schema  # noqa: E402
 from bot.config import Config, load_config  # noqa: E402
 from bot.llm.base import LLMRequest, LLMResponse  # noqa: E402
 from bot.llm.offline import OfflineLLM  # noqa: E402
@@ -141,29 +142,8 @@ def sender_main(url: str, count: int, concurrency: int, retry_ratio: float, seed
 @asynccontextmanager
 async def _database(url: str | None, tmp: Path) -> AsyncIterator[str]:
     """A fresh SQLite file, or a throwaway schema in the given PostgreSQL database (dropped afterwards)."""
-    if url is None:
-        yield f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
-        return
-    if not url.startswith("postgres") or "schema=" in url:
-        yield url
-        return
-    import asyncpg
-
-    raw = url.replace("postgresql+asyncpg", "postgresql")
-    schema = f"ackbench_{os.getpid()}_{int(time.time())}"
-
-    async def execute(sql: str) -> None:
-        connection = await asyncpg.connect(raw)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    await execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}schema={schema}"
-    finally:
-        await execute(f'DROP SCHEMA "{schema}" CASCADE')
+    async with throwaway_schema(url) as database_url:
+        yield database_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
 
 
 def _percentile(values: list[float], fraction: float) -> float:

@@ -13,10 +13,10 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks._serve import throwaway_schema
 from storage import repositories as repo
 from storage.engine import Database, open_database, upgrade
 from storage.models import LLMCall, RouteDecision
@@ -60,33 +60,18 @@ async def run(url: str, messages: int, writers: int) -> float:
     return messages / elapsed
 
 
-async def pg_schema(url: str, create: bool) -> str:
-    import asyncpg
-
-    schema = f"bench_{uuid.uuid4().hex[:8]}" if create else url.rsplit("schema=", 1)[1]
-    connection = await asyncpg.connect(url.split("?")[0].replace("postgresql+asyncpg", "postgresql"), timeout=5)
-    try:
-        await connection.execute(f'CREATE SCHEMA "{schema}"' if create else f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await connection.close()
-    return f"{url}?schema={schema}"
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, float | None]:
     results: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_url = f"sqlite+aiosqlite:///{Path(tmp) / 'w.db'}"
         results["sqlite_msgs_per_s"] = await run(sqlite_url, args.messages, args.writers)
     try:
-        url = await pg_schema(args.pg_url, True)
-    except Exception as exc:
+        async with throwaway_schema(args.pg_url) as url:
+            assert url is not None
+            results["postgres_msgs_per_s"] = await run(url, args.messages, args.writers)
+    except OSError as exc:  # no server: asyncpg's connection errors are OSErrors
         print(f"PostgreSQL unavailable ({type(exc).__name__}); skipped", file=sys.stderr)
         results["postgres_msgs_per_s"] = None
-        return results
-    try:
-        results["postgres_msgs_per_s"] = await run(url, args.messages, args.writers)
-    finally:
-        await pg_schema(url, False)
     return results
 
 
