@@ -98,14 +98,7 @@ class Pipeline:
 
     async def accept(self, msg: InboundMessage) -> int | None:
         """Step 1, before the ack: record the message in the inbox; None if it was seen before."""
-        async with self.db.sessions.begin() as session:
-            inbox_id = await repo.insert_inbound(
-                session, dedupe_key=msg.dedupe_key, event_id=msg.event_id, source=msg.source,
-                payload=dataclasses.asdict(msg), now=self.clock.now(),
-            )
-        if inbox_id is None:
-            self.metrics.duplicates.inc()
-            log.info("duplicate_dropped", event_id=msg.event_id, dedupe_key=msg.dedupe_key)
+        [inbox_id] = await self.accept_many([msg])
         return inbox_id
 
     async def accept_many(self, msgs: Sequence[InboundMessage]) -> list[int | None]:

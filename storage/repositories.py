@@ -39,20 +39,8 @@ async def insert_inbound(
     now: datetime,
 ) -> int | None:
     """Record a newly received message; None when it was seen before (the duplicate is counted)."""
-    statement = (
-        _insert(session, InboundEvent)
-        .values(dedupe_key=dedupe_key, event_id=event_id, source=source, payload=payload,
-                status="pending", attempts=0, duplicates=0, received_at=now)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(InboundEvent.id)
-    )
-    inserted = (await session.execute(statement)).scalar_one_or_none()
-    if inserted is None:
-        await session.execute(
-            update(InboundEvent)
-            .where(InboundEvent.dedupe_key == dedupe_key)
-            .values(duplicates=InboundEvent.duplicates + 1)
-        )
+    [inserted] = await insert_inbound_many(
+        session, [{"dedupe_key": dedupe_key, "event_id": event_id, "source": source, "payload": payload}], now=now)
     return inserted
 
 
