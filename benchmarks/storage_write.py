@@ -27,8 +27,8 @@ DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 async def write_one(db: Database, n: int) -> None:
     now = datetime.now(UTC)
     async with db.sessions.begin() as session:
-        conversation, _ = await repo.get_or_create_conversation(
-            session, source="slack", team="TB", channel="CB", thread_ts=f"{n}.0", user="UB", now=now)
+        conversation = await repo.open_conversation(
+            session, source="slack", team="TB", channel="CB", thread_ts=f"{n}.0", user="UB", now=now, likely_new=True)
         message_id = await repo.add_message(session, conversation_id=conversation.id, role="user",
                                             text=f"message {n}", now=now, user="UB", ts=f"{n}.0")
         decision_id = await repo.add_decision(session, RouteDecision(

@@ -426,14 +426,14 @@ class EscalationService:
         "done" when opened, "already" when the thread has an open escalation (nothing changes)."""
         now = self._clock.now()
         async with self._db.sessions() as session:
-            conversation = await repo.find_conversation(session, team=team, channel=channel, thread_ts=thread_ts)
-            if conversation is not None and await _open_for(session, conversation.id) is not None:
+            existing = await repo.find_conversation(session, team=team, channel=channel, thread_ts=thread_ts)
+            if existing is not None and await _open_for(session, existing.id) is not None:
                 return "already"
         permalink = await self._permalink(channel, thread_ts)
         async with self._db.sessions.begin() as session:
-            conversation, _ = await repo.get_or_create_conversation(
-                session, source=self._source, team=team, channel=channel, thread_ts=thread_ts, user=user, now=now)
-            conversation_id = conversation.id
+            conversation_id = (await repo.open_conversation(
+                session, source=self._source, team=team, channel=channel, thread_ts=thread_ts, user=user, now=now,
+                likely_new=False)).id
             last_text = (await session.execute(
                 select(Message.text).where(Message.conversation_id == conversation_id, Message.role == "user")
                 .order_by(Message.id.desc()).limit(1))).scalar_one_or_none()

@@ -181,24 +181,6 @@ async def inbox_counts(session: AsyncSession) -> dict[str, int]:
 # --- conversations and messages ---------------------------------------------------------------
 
 
-async def get_or_create_conversation(
-    session: AsyncSession, *, source: str, team: str, channel: str, thread_ts: str, user: str,
-    now: datetime,
-) -> tuple[Conversation, bool]:
-    """The conversation of a thread, created on first sight; True when it is new."""
-    statement = (
-        _insert(session, Conversation)
-        .values(source=source, team=team, channel=channel, thread_ts=thread_ts, user=user,
-                state="open", created_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["team", "channel", "thread_ts"])
-        .returning(Conversation.id)
-    )
-    created_id = (await session.execute(statement)).scalar_one_or_none()
-    conversation = await find_conversation(session, team=team, channel=channel, thread_ts=thread_ts)
-    assert conversation is not None
-    return conversation, created_id is not None
-
-
 @dataclass(frozen=True)
 class ConversationRef:
     id: int

@@ -87,9 +87,9 @@ async def test_voting_drafts_and_confidence_are_on_the_page(make_runtime: Factor
     runtime = await make_runtime()
     msg = customer_message("Can I get a refund for last month?")
     async with runtime.db.sessions.begin() as session:
-        conversation, _ = await repo.get_or_create_conversation(
+        conversation = await repo.open_conversation(
             session, source="slack", team=msg.team, channel=msg.channel, thread_ts=msg.ts, user=msg.user,
-            now=clock.now())
+            now=clock.now(), likely_new=True)
     escalation_id = await runtime.escalations.escalate(EscalationRequest(
         msg=msg, conversation_id=conversation.id, trigger="vote", reason="agreement 0.40 below 0.60",
         route="billing", confidence=0.55, drafts=("Yes, refunds take 5 days.", "No <!channel> refunds after 30 days.")))

@@ -80,21 +80,26 @@ async def test_lease_lets_one_worker_claim_until_it_lapses(db: Database) -> None
 
 async def test_conversation_is_created_once_and_datetimes_stay_utc(db: Database) -> None:
     async with db.sessions.begin() as session:
-        first, created = await repo.get_or_create_conversation(
-            session, source="slack", team="T", channel="C", thread_ts="1.0", user="U1", now=NOW)
-    async with db.sessions.begin() as session:
-        second, created_again = await repo.get_or_create_conversation(
-            session, source="slack", team="T", channel="C", thread_ts="1.0", user="U2", now=NOW)
-    assert created and not created_again and first.id == second.id
-    assert second.created_at == NOW and second.created_at.tzinfo is not None
+        first = await repo.open_conversation(
+            session, source="slack", team="T", channel="C", thread_ts="1.0", user="U1", now=NOW, likely_new=True)
+    for likely_new in (True, False):
+        async with db.sessions.begin() as session:
+            again = await repo.open_conversation(session, source="slack", team="T", channel="C", thread_ts="1.0",
+                                                 user="U2", now=NOW, likely_new=likely_new)
+        assert not again.created and again.id == first.id and again.state == "open"
+    assert first.created
+    async with db.sessions() as session:
+        stored = await repo.find_conversation(session, team="T", channel="C", thread_ts="1.0")
+    assert stored is not None and stored.user == "U1"
+    assert stored.created_at == NOW and stored.created_at.tzinfo is not None
 
 
 async def _decision(db: Database, *, text: str, route: str, decided_by: str, confidence: float,
                     channel: str = "C", when: datetime = NOW, escalated: bool = False) -> int:
     async with db.sessions.begin() as session:
-        conversation, _ = await repo.get_or_create_conversation(
+        conversation = await repo.open_conversation(
             session, source="slack", team="T", channel=channel, thread_ts=str(when.timestamp()) + text[:3],
-            user="U1", now=when)
+            user="U1", now=when, likely_new=True)
         message_id = await repo.add_message(session, conversation_id=conversation.id, role="user", text=text,
                                             now=when, user="U1", ts="1.0")
         decision_id = await repo.add_decision(session, RouteDecision(
