@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,10 @@ class LocalPost:
     updated: int = 0
 
 
+# The newest ts any LocalChat in this process handed out, in microseconds.
+_last_ts_us = 0
+
+
 class LocalChat:
     name = "local"
 
@@ -33,11 +36,13 @@ class LocalChat:
         self.posts: list[LocalPost] = []
         self.working: set[str] = set()
         self._clock = clock or SystemClock()
-        self._counter = itertools.count(1)
 
     def next_ts(self) -> str:
-        """A Slack-style ts, unique and increasing within this process."""
-        return f"{self._clock.now().timestamp():.0f}.{next(self._counter):06d}"
+        """A Slack-style ts ("seconds.micros"): the clock's microsecond, bumped past every ts this process
+        has issued, so two chats in one process never share one; another process would need the same µs."""
+        global _last_ts_us
+        _last_ts_us = max(int(self._clock.now().timestamp() * 1_000_000), _last_ts_us + 1)
+        return f"{_last_ts_us // 1_000_000}.{_last_ts_us % 1_000_000:06d}"
 
     async def post_reply(self, msg: InboundMessage, text: str, *, kind: ReplyKind = "reply") -> PostedMessage:
         post = LocalPost(channel=msg.channel, ts=self.next_ts(), text=text, thread_ts=msg.root_ts,

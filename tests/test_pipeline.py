@@ -6,7 +6,9 @@ import dataclasses
 
 from sqlalchemy import func, select
 
+from bot.clock import ManualClock
 from bot.config import Config
+from bot.domain import InboundMessage
 from bot.errors import LLMUnavailable
 from bot.llm.base import LLMRequest, LLMResponse
 from bot.local_chat import LocalChat
@@ -140,3 +142,21 @@ async def test_unfinished_messages_are_recovered_by_the_dispatcher(runtime: Runt
     await runtime.dispatcher.wait_idle()
     assert len(chat_of(runtime).posts_in("CSUPPORT", msg.ts)) == 1
     assert await runtime.dispatcher.recover() == 0
+
+
+async def test_two_local_chats_in_one_instant_never_share_a_message_ts(settings: Settings, config: Config) -> None:
+    """Two local sessions (a second `supportbot chat`, a dashboard restart) sending in the same instant:
+    each message is its own event, so neither is taken for a duplicate of the other and dropped."""
+    clock = ManualClock()
+    first_chat, second_chat = LocalChat(clock), LocalChat(clock)
+    stamps = [first_chat.next_ts(), second_chat.next_ts(), first_chat.next_ts()]
+    assert len(set(stamps)) == 3 and stamps == sorted(stamps, key=float)
+    runtime = await build_runtime(settings, config, chat=first_chat, instance_id="t")
+    try:
+        for chat, text in ((first_chat, "I was charged twice"), (second_chat, "the app crashes on upload")):
+            ts = chat.next_ts()
+            result = await runtime.pipeline.handle(InboundMessage(
+                source="slack", team="T0TEAM", channel="CSAME", user="UZOE", text=text, ts=ts, event_id=f"Ev{ts}"))
+            assert result is not None and result.outcome == "replied", text
+    finally:
+        await runtime.close()
