@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks._serve import throwaway_schema
 from storage import repositories as repo
 from storage.engine import Database, open_database, upgrade
-from storage.models import LLMCall, RouteDecision
+from storage.models import RouteDecision
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -34,8 +34,8 @@ async def write_one(db: Database, n: int) -> None:
         decision_id = await repo.add_decision(session, RouteDecision(
             conversation_id=conversation.id, message_id=message_id, route="billing", confidence=0.9,
             decided_by="local", reason="bench", scores={"billing": 0.9}, router_mode="hybrid", created_at=now))
-        await repo.add_llm_call(session, LLMCall(conversation_id=conversation.id, purpose="reply", provider="bench",
-                                                 model="m", latency_ms=1.0, created_at=now))
+        await repo.add_llm_calls(session, [dict(conversation_id=conversation.id, purpose="reply", provider="bench",
+                                                model="m", latency_ms=1.0, created_at=now)])
         await repo.add_message(session, conversation_id=conversation.id, role="assistant", text="reply", now=now,
                                ts=f"{n}.1")
         await repo.finish_decision(session, decision_id, outcome="replied", reply_text="reply", escalated=False,

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import structlog
 
@@ -13,8 +14,8 @@ from bot.clock import Clock
 from bot.errors import LLMError
 from bot.llm.base import LLM, BatchProgress, LLMRequest, LLMResponse, batch_capable
 from bot.metrics import Metrics
+from storage import repositories as repo
 from storage.engine import Database
-from storage.models import LLMCall
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +27,7 @@ class RecordingLLM:
         self._db = db
         self._clock = clock
         self._metrics = metrics
-        self._pending: list[tuple[list[LLMCall], asyncio.Future[list[int | None]]]] = []
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[list[int | None]]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     @property
@@ -77,25 +78,26 @@ class RecordingLLM:
     def _row(
         self, request: LLMRequest, response: LLMResponse | None, latency_ms: float, error: LLMError | None,
         *, provider: str | None = None,
-    ) -> LLMCall:
+    ) -> dict[str, Any]:
+        """The `llm_calls` row of one call."""
         usage = response.usage if response is not None else None
-        return LLMCall(
-            conversation_id=request.conversation_id,
-            purpose=request.purpose,
-            provider=(response.provider if response is not None else provider or self.provider)[:16],
-            model=(response.model if response is not None else request.model)[:64],
-            route=request.route,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cache_read_tokens=usage.cache_read_tokens if usage else 0,
-            cache_creation_tokens=usage.cache_creation_tokens if usage else 0,
-            latency_ms=latency_ms,
-            stop_reason=response.stop_reason if response is not None else None,
-            error=f"{error.kind}: {error}"[:2000] if error is not None else None,
-            created_at=self._clock.now(),
-        )
+        return {
+            "conversation_id": request.conversation_id,
+            "purpose": request.purpose,
+            "provider": (response.provider if response is not None else provider or self.provider)[:16],
+            "model": (response.model if response is not None else request.model)[:64],
+            "route": request.route,
+            "input_tokens": usage.input_tokens if usage else 0,
+            "output_tokens": usage.output_tokens if usage else 0,
+            "cache_read_tokens": usage.cache_read_tokens if usage else 0,
+            "cache_creation_tokens": usage.cache_creation_tokens if usage else 0,
+            "latency_ms": latency_ms,
+            "stop_reason": response.stop_reason if response is not None else None,
+            "error": f"{error.kind}: {error}"[:2000] if error is not None else None,
+            "created_at": self._clock.now(),
+        }
 
-    async def _record(self, rows: list[LLMCall]) -> list[int | None]:
+    async def _record(self, rows: list[dict[str, Any]]) -> list[int | None]:
         """Row ids once written. Calls that finish together (voting samples, triage) share one transaction:
         whoever arrives while a write is under way joins the next one instead of queueing for its own."""
         waiter: asyncio.Future[list[int | None]] = asyncio.get_running_loop().create_future()
@@ -109,13 +111,11 @@ class RecordingLLM:
             batch, self._pending = self._pending, []
             try:
                 async with self._db.sessions.begin() as session:
-                    # One multi-row INSERT for the whole batch, ids returned.
-                    session.add_all([row for rows, _ in batch for row in rows])
-                    await session.flush()
-                ids: list[list[int | None]] = [[row.id for row in rows] for rows, _ in batch]
+                    new_ids = iter(await repo.add_llm_calls(session, [row for rows, _ in batch for row in rows]))
+                ids: list[list[int | None]] = [[next(new_ids) for _ in rows] for rows, _ in batch]
             except Exception:
                 # Losing call records must never cost a user the answer.
-                purposes = sorted({row.purpose for rows, _ in batch for row in rows})
+                purposes = sorted({row["purpose"] for rows, _ in batch for row in rows})
                 log.exception("llm_call_not_recorded", purposes=purposes)
                 ids = [[None] * len(rows) for rows, _ in batch]
             for (_, waiter), written in zip(batch, ids, strict=True):
