@@ -14,6 +14,9 @@ HUMAN_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
 # Slack cuts message text at 40,000 characters; anything longer did not come from a person typing, and is
 # cut the same way rather than stored, classified and sent to the model whole.
 MAX_TEXT_CHARS = 40_000
+# Slack's ids ("T0123ABCD", "C0123ABCD", "Ev0123ABCD") and timestamps ("1700000000.000100") are short; the
+# limits leave room to spare and keep every key within its column.
+MAX_ID_CHARS, MAX_TS_CHARS, MAX_EVENT_ID_CHARS = 32, 32, 64
 
 
 @dataclass(frozen=True)
@@ -76,21 +79,27 @@ def read_post(body: Mapping[str, Any], *, bot_user_id: str | None, bot_id: str |
         return Skip("no user, channel or ts")
     if bot_user_id is not None and user == bot_user_id:
         return Skip("own message")
+    # The same message arrives as `message` and `app_mention` with different event ids: the team comes
+    # from the envelope (not the author's team, which differs in shared channels) so both give one key.
+    team = body.get("team_id") or event.get("team") or ""
+    event_id = body.get("event_id") or f"{kind}:{channel}:{ts}"
+    thread_ts = event.get("thread_ts")
+    if (max(len(str(team)), len(channel), len(user)) > MAX_ID_CHARS or len(ts) > MAX_TS_CHARS
+            or len(str(event_id)) > MAX_EVENT_ID_CHARS
+            or (isinstance(thread_ts, str) and len(thread_ts) > MAX_TS_CHARS)):
+        # Not from Slack, whatever the signature says; stored, it would fail its whole ack batch.
+        return Skip("ids longer than Slack's")
     raw_text = event.get("text")
     raw_text = raw_text[:MAX_TEXT_CHARS] if isinstance(raw_text, str) else ""
     text = to_plain_text(raw_text, bot_user_id=bot_user_id)
     if not text:
         return Skip("no text")
-    thread_ts = event.get("thread_ts")
-    # The same message arrives as `message` and `app_mention` with different event ids: the team comes
-    # from the envelope (not the author's team, which differs in shared channels) so both give one key.
-    team = body.get("team_id") or event.get("team") or ""
     return SlackPost(
         team=str(team), channel=channel, channel_type=str(event.get("channel_type") or _channel_type(channel)),
         user=user, text=text, ts=ts,
         thread_ts=thread_ts if isinstance(thread_ts, str) and thread_ts != ts else None,
         parent_user=event.get("parent_user_id") if isinstance(event.get("parent_user_id"), str) else None,
-        event_id=str(body.get("event_id") or f"{kind}:{channel}:{ts}"),
+        event_id=str(event_id),
         mentions_bot=kind == "app_mention" or (bot_user_id is not None and f"<@{bot_user_id}" in raw_text),
     )
 

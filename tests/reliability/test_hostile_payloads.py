@@ -87,6 +87,10 @@ async def test_malformed_requests_are_refused_or_ignored_and_the_server_carries_
         "text is a number": (signed(envelope(message(42))), 200),
         "text is a list": (signed(envelope(message(["a", "b"]))), 200),
         "no ts": (signed(envelope(without_ts)), 200),
+        # Ignored, not stored: on PostgreSQL an over-long key used to fail the whole ack batch with a 500.
+        "an event id longer than Slack's": (signed(envelope(message("refund me"), event_id="Ev" + "9" * 200)), 200),
+        "a channel id longer than Slack's": (signed(envelope(message("refund me", channel="C" + "X" * 100))), 200),
+        "a ts longer than Slack's": (signed(envelope(message("refund me", ts="1" * 40 + ".1"))), 200),
         "no event type": (signed(json.dumps({"event": {"text": "hi"}}).encode()), 404),
         # Acked and ignored: a 404 would make Slack retry it and count it against the app's subscription.
         "an event type it does not handle": (signed(envelope({"type": "reaction_added", "user": CUSTOMER})), 200),
