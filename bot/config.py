@@ -194,6 +194,10 @@ class LLMSection(_Section):
     max_retry_wait_s: Annotated[float, Field(ge=0.0, le=600.0)] = 10.0
     # Tried once when the route's model keeps failing; "" (or unset) means escalate instead.
     fallback_model: str | None = "claude-sonnet-4-6"
+    # After this many calls in a row to one model end unavailable, calls to it fail at once for
+    # circuit_cooldown_s (then one probe call); 0 turns the circuit breaker off.
+    circuit_failures: Annotated[int, Field(ge=0, le=1000)] = 5
+    circuit_cooldown_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
     # US dollars per million tokens, for cost estimates on the dashboard.
     prices: dict[str, dict[str, float]] = {
         "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.1},

@@ -39,6 +39,10 @@ class Metrics:
             "supportbot_llm_errors_total", "LLM calls that failed", ["purpose", "kind"],
             registry=self.registry,
         )
+        self.llm_circuit_open = Gauge(
+            "supportbot_llm_circuit_open", "1 while calls to this model fail at once after repeated failures",
+            ["model"], registry=self.registry,
+        )
         self.escalations = Gauge(
             "supportbot_escalations", "Escalations by state", ["state"], registry=self.registry
         )

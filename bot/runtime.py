@@ -14,6 +14,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.escalation import EscalationService
 from bot.llm.base import LLM
+from bot.llm.breaker import CircuitBreaker
 from bot.llm.fallback import FallbackLLM
 from bot.llm.offline import OfflineLLM
 from bot.llm.recording import RecordingLLM
@@ -85,7 +86,7 @@ class Runtime:
     clock: Clock
     metrics: Metrics
     chat: ChatTransport
-    # fallback step -> call recorder -> provider; `llm.inner` is the RecordingLLM
+    # fallback step -> circuit breaker -> call recorder -> provider
     llm: FallbackLLM
     local_router: LocalRouter
     pipeline: Pipeline
@@ -132,20 +133,22 @@ async def build_runtime(
         corrections = [LabeledText(text, route) for text, route in await repo.corrections_for_training(session)
                        if route in config.routes]
     local = LocalRouter.from_config(config, corrections)
-    # Every call is recorded, including a failed one before the fallback model is tried.
-    recording = FallbackLLM(RecordingLLM(llm or make_llm(settings, config, local), db, clock, metrics), config.llm)
+    # Every call is recorded, including a failed one before the fallback model is tried; a model that keeps
+    # failing is skipped for a while, so the fallback model (or, in a full outage, the honest note) comes at once.
+    recorded = RecordingLLM(llm or make_llm(settings, config, local), db, clock, metrics)
+    stack = FallbackLLM(CircuitBreaker(recorded, config.llm, clock, metrics), config.llm)
     chat = chat or LocalChat(clock)
     escalations = EscalationService(
         config, db, chat, clock, default_channel=LOCAL_ESCALATION_CHANNEL if isinstance(chat, LocalChat) else None)
     instance = instance_id or settings.supportbot_instance_id or f"{socket.gethostname()}:{os.getpid()}"
     pipeline = Pipeline(
-        config=config, db=db, router=build_router(config, recording, local), handlers=HandlerRegistry(config),
-        voter=Voter(config, recording), escalations=escalations, chat=chat, llm=recording, clock=clock,
+        config=config, db=db, router=build_router(config, stack, local), handlers=HandlerRegistry(config),
+        voter=Voter(config, stack), escalations=escalations, chat=chat, llm=stack, clock=clock,
         metrics=metrics, instance_id=instance, lease=timedelta(seconds=settings.supportbot_lease_s),
     )
     dispatcher = Dispatcher(pipeline, concurrency=config.bot.max_concurrency, metrics=metrics, clock=clock)
-    log.info("runtime_ready", llm=recording.provider, router=config.router.mode, database=db.dialect,
+    log.info("runtime_ready", llm=stack.provider, router=config.router.mode, database=db.dialect,
              instance=instance, corrections=len(corrections))
     return Runtime(settings=settings, config=config, db=db, clock=clock, metrics=metrics, chat=chat,
-                   llm=recording, local_router=local, pipeline=pipeline, escalations=escalations,
+                   llm=stack, local_router=local, pipeline=pipeline, escalations=escalations,
                    dispatcher=dispatcher, instance_id=instance)

@@ -15,7 +15,8 @@ Purpose = Literal["route", "reply", "vote", "judge", "triage"]
 #   rate_limited (429), overloaded (529), server_error (other 5xx, 409), timeout (an attempt ran out of
 #   time), connection, bad_response (a body that is not a valid Messages response), deadline (the call's
 #   overall budget ran out), bad_request (other 4xx: our bug), auth (401/403), canceled/expired (batch
-#   items), bad_output (a well-formed answer that does not fit the requested tool schema).
+#   items), bad_output (a well-formed answer that does not fit the requested tool schema), circuit_open (not
+#   sent: the model failed too often just now; metrics only, see bot/llm/breaker.py).
 RETRYABLE_KINDS = frozenset({"rate_limited", "overloaded", "server_error", "timeout", "connection", "bad_response"})
 # Failures another model cannot fix: the request itself, the credentials, or a spent budget.
 NO_FALLBACK_KINDS = frozenset({"bad_request", "auth", "deadline"})

@@ -151,8 +151,11 @@ class DashboardAuth:
         return Access("open", self.session_id(cookie), new_cookie=cookie)
 
     def set_session_cookie(self, request: web.Request, response: web.StreamResponse, cookie: str) -> None:
+        # Behind a proxy that ends TLS the request itself is plain HTTP; the proxy's header says the browser
+        # used HTTPS. Trusting it can only add Secure, which keeps the cookie off plain HTTP.
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_TTL_S, path="/", httponly=True,
-                            samesite="Strict", secure=request.secure)
+                            samesite="Strict", secure=request.secure or forwarded == "https")
 
     async def check_csrf(self, request: web.Request, access: Access) -> str | None:
         """Why a state-changing request is refused, or None when it may proceed."""

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from bot.clock import SystemClock
 from bot.config import Config, load_config
 from bot.llm.anthropic import AnthropicLLM
+from bot.llm.breaker import CircuitBreaker
 from bot.llm.fallback import FallbackLLM
 from bot.llm.recording import RecordingLLM
 from bot.local_chat import LocalChat
@@ -73,7 +74,7 @@ async def make_runtime(online_settings: Settings, tmp_path: Path) -> AsyncIterat
 
 
 class ClaudeStack:
-    """The LLM stack the runtime builds (fallback -> recording -> AnthropicLLM) without the rest of the bot."""
+    """The LLM stack the runtime builds (fallback -> breaker -> recording -> AnthropicLLM), without the rest."""
 
     def __init__(self, llm: FallbackLLM, db: Database) -> None:
         self.llm = llm
@@ -89,7 +90,9 @@ async def claude(online_settings: Settings) -> AsyncIterator[ClaudeStack]:
     await upgrade(online_settings.database_url)
     db = open_database(online_settings.database_url)
     config = config_from()
-    llm = FallbackLLM(RecordingLLM(AnthropicLLM(online_settings, config), db, SystemClock(), Metrics()), config.llm)
+    clock, metrics = SystemClock(), Metrics()
+    recorded = RecordingLLM(AnthropicLLM(online_settings, config), db, clock, metrics)
+    llm = FallbackLLM(CircuitBreaker(recorded, config.llm, clock, metrics), config.llm)
     try:
         yield ClaudeStack(llm, db)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from bot.clock import ManualClock
 from bot.errors import LLMBadOutput, LLMUnavailable
 from bot.llm.base import ChatMessage, LLMRequest, ToolSpec
 from bot.mrkdwn import MAX_REPLY_CHARS, TRUNCATION_NOTE
@@ -178,6 +179,77 @@ async def test_when_everything_hangs_the_deadline_ends_it_with_an_honest_note(
     assert chat_of(runtime).posts_in("CSUPPORT", msg.ts)[0].text == LLM_DOWN_NOTE
     recorded = await calls(runtime)
     assert recorded and all(c.error and c.error.startswith("timeout:") for c in recorded)
+
+
+# A model is skipped after two failed calls in a row, for 30 s of the test's clock.
+BREAKER = "[llm]\nmax_retries = 0\ncircuit_failures = 2\ncircuit_cooldown_s = 30\n"
+
+
+def circuit_refusals(runtime: Runtime) -> float:
+    value = runtime.metrics.registry.get_sample_value(
+        "supportbot_llm_errors_total", {"purpose": "reply", "kind": "circuit_open"})
+    return value or 0.0
+
+
+async def test_a_model_that_keeps_failing_is_skipped_for_the_fallback_until_a_probe_succeeds(
+    fake_anthropic: FakeAnthropicAPI, make_runtime: BuildRuntime
+) -> None:
+    clock = ManualClock()
+    runtime = await make_runtime(BREAKER, clock=clock)
+    haiku_down = True
+    fake_anthropic.responder = lambda r: (
+        error(529, retry_after=0.01) if haiku_down and r.model == HAIKU else fake_anthropic.default_responder(r))
+
+    for _ in range(2):  # Haiku fails, Sonnet answers: two failures in a row open Haiku's circuit
+        assert (await runtime.llm.complete(request())).model == SONNET
+    assert [r.model for r in fake_anthropic.requests] == [HAIKU, SONNET, HAIKU, SONNET]
+
+    answered = await runtime.llm.complete(request())  # straight to the fallback, Haiku not asked
+    assert answered.model == SONNET and [r.model for r in fake_anthropic.requests[4:]] == [SONNET]
+    assert circuit_refusals(runtime) == 1
+
+    haiku_down = False
+    clock.advance(29)  # still cooling down: Haiku is not asked even though it is back
+    assert (await runtime.llm.complete(request())).model == SONNET
+    clock.advance(2)  # past the cool-down: one probe, and its success closes the circuit
+    assert (await runtime.llm.complete(request())).model == HAIKU
+    assert (await runtime.llm.complete(request())).model == HAIKU
+    assert [r.model for r in fake_anthropic.requests[5:]] == [SONNET, HAIKU, HAIKU]
+    recorded = await calls(runtime)  # calls the breaker refused reached no model and are not logged
+    assert [(c.model, c.error is None) for c in recorded] == [
+        (HAIKU, False), (SONNET, True), (HAIKU, False), (SONNET, True), (SONNET, True), (SONNET, True),
+        (HAIKU, True), (HAIKU, True)]
+    assert runtime.metrics.registry.get_sample_value("supportbot_llm_circuit_open", {"model": HAIKU}) == 0
+
+
+async def test_in_a_full_outage_the_honest_note_comes_at_once_and_replies_resume_after_a_probe(
+    fake_anthropic: FakeAnthropicAPI, make_runtime: BuildRuntime
+) -> None:
+    clock = ManualClock()
+    runtime = await make_runtime(BREAKER, clock=clock)  # technical replies use Sonnet, the fallback itself
+    fake_anthropic.responder = lambda r: error(529, retry_after=0.01)
+
+    def replies_asked() -> int:
+        return len([r for r in fake_anthropic.requests if r.forced_tool is None])
+
+    for _ in range(2):
+        assert (await runtime.pipeline.handle(message("the app crashes every time I upload a file"))).outcome \
+            == "escalated"
+    assert replies_asked() == 2
+    msg = message("the export button does nothing")
+    result = await runtime.pipeline.handle(msg)
+    assert result.outcome == "escalated" and replies_asked() == 2  # Claude was not asked again
+    [notice] = chat_of(runtime).posts_in("CSUPPORT", msg.ts)
+    assert notice.text == LLM_DOWN_NOTE
+    async with runtime.db.sessions() as session:
+        reasons = (await session.execute(select(Escalation.reason).order_by(Escalation.id))).scalars().all()
+    assert len(reasons) == 3 and "circuit_open" in reasons[-1] and "not asked again" in reasons[-1]
+
+    fake_anthropic.responder = fake_anthropic.default_responder  # Claude is back
+    clock.advance(31)
+    recovered = await runtime.pipeline.handle(message("the app crashes on start-up"))
+    assert recovered.outcome == "replied" and replies_asked() == 3
+    assert (await runtime.pipeline.handle(message("the sync icon spins forever"))).outcome == "replied"
 
 
 async def test_a_garbled_body_is_retried(fake_anthropic: FakeAnthropicAPI, claude: ClaudeStack) -> None:

@@ -26,6 +26,10 @@ async def test_without_a_token_loopback_is_open_and_gets_a_strict_session_cookie
     assert response.status == 200
     cookie = response.headers["Set-Cookie"]
     assert "supportbot_session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Secure" not in cookie  # plain HTTP: a Secure cookie would never come back
+    client.session.cookie_jar.clear()
+    proxied = await client.get("/decisions", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" in proxied.headers["Set-Cookie"]  # TLS ended at a proxy: the browser is on HTTPS
 
 
 async def test_without_a_token_a_foreign_host_name_is_refused(client: TestClient) -> None:
