@@ -2,6 +2,7 @@
 
 The LLM port is a stub that answers at once, so what is measured is our code plus SQLAlchemy and
 the database driver. Run: python -m benchmarks.pipeline_cpu [--messages 300] [--database-url URL]
+(a PostgreSQL URL gets a throwaway schema, dropped afterwards)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._serve import throwaway_schema
 from bot.config import load_config
 from bot.domain import InboundMessage
 from bot.llm.base import LLMRequest, LLMResponse, Usage
@@ -46,6 +48,12 @@ class InstantLLM:
 
 
 async def measure(database_url: str, messages: int) -> dict[str, float]:
+    async with throwaway_schema(database_url) as url:
+        assert url is not None
+        return await _measure(url, messages)
+
+
+async def _measure(database_url: str, messages: int) -> dict[str, float]:
     configure_logging("WARNING")
     config = load_config()
     runtime = await build_runtime(Settings(database_url=database_url), config, chat=LocalChat(), llm=InstantLLM(),

@@ -27,6 +27,8 @@ CANNED: dict[str, dict[str, Any]] = {
                    "llm_calls_per_message": 1.0, "meets_goal": True, "server_cpu_ms_per_message": 18.7},
     "pipeline_cpu": {"messages": 300, "cpu_ms_per_message_mean": 10.4, "cpu_ms_per_message_p50": 9.9,
                      "cpu_ms_per_message_p99": 19.9, "wall_ms_per_message": 18.0},
+    "pipeline_cpu_pg": {"messages": 300, "cpu_ms_per_message_mean": 3.9, "cpu_ms_per_message_p50": 3.8,
+                        "cpu_ms_per_message_p99": 4.2, "wall_ms_per_message": 6.0},
     "router_latency": {"texts": 450, "routed": 2250, "p50_us": 71.4, "p99_us": 154.6, "goal_p99_us": 2000.0},
     "voting_ratio": {"samples": 5, "latency_ms": 300.0, "repeats": 10, "single_ms": 307.0, "vote_ms": 318.0,
                      "ratio_median": 1.03, "ratio_max": 1.07, "goal": 1.15},
@@ -80,6 +82,7 @@ def test_goals_are_judged_from_the_numbers() -> None:
     assert _statuses("pipeline_cpu", CANNED["pipeline_cpu"])["per message, LLM excluded"] == FAIL
     fast = {**CANNED["pipeline_cpu"], "cpu_ms_per_message_mean": 4.2}
     assert _statuses("pipeline_cpu", fast)["per message, LLM excluded"] == PASS
+    assert _statuses("pipeline_cpu_pg", CANNED["pipeline_cpu_pg"])["per message, LLM excluded"] == PASS
     assert _statuses("router_latency", CANNED["router_latency"])["LocalRouter.route p99"] == PASS
     split_vote = {**CANNED["voting_ratio"], "ratio_median": 1.2}
     assert _statuses("voting_ratio", split_vote)["vote ÷ one call, median"] == FAIL
