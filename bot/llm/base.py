@@ -114,6 +114,32 @@ def batch_capable(llm: LLM) -> BatchLLM | None:
     return None
 
 
+class LLMWrapper:
+    """A step around another LLM (call recorder, circuit breaker, fallback): the provider's name, its Message
+    Batches and `close` pass through; subclasses give `complete`."""
+
+    def __init__(self, inner: LLM) -> None:
+        self.inner = inner
+        self.provider = inner.provider
+
+    @property
+    def supports_batch(self) -> bool:
+        return batch_capable(self.inner) is not None
+
+    async def complete_batch(
+        self, requests: Sequence[LLMRequest], *, on_progress: Callable[[BatchProgress], None] | None = None
+    ) -> list[LLMResponse | LLMError]:
+        inner = batch_capable(self.inner)
+        if inner is None:
+            raise TypeError(f"the {self.provider} provider cannot run message batches")
+        return await inner.complete_batch(requests, on_progress=on_progress)
+
+    async def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            await close()
+
+
 def defanged(text: str, tag: str = "message") -> str:
     """Untrusted text that can neither open nor close <tag> in a prompt."""
     return text.replace(f"</{tag}", f"</ {tag}").replace(f"<{tag}", f"< {tag}")

@@ -12,7 +12,6 @@ the metrics count them as errors of kind `circuit_open`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -20,7 +19,7 @@ import structlog
 from bot.clock import Clock
 from bot.config import LLMSection
 from bot.errors import LLMError, LLMUnavailable
-from bot.llm.base import LLM, BatchProgress, LLMRequest, LLMResponse, batch_capable
+from bot.llm.base import LLM, LLMRequest, LLMResponse, LLMWrapper
 from bot.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -36,18 +35,15 @@ class _Circuit:
     probing: bool = False
 
 
-class CircuitBreaker:
+class CircuitBreaker(LLMWrapper):
+    """Message batches pass straight through: they are not urgent, and their failures are reported per item."""
+
     def __init__(self, inner: LLM, settings: LLMSection, clock: Clock, metrics: Metrics) -> None:
-        self.inner = inner
-        self.provider = inner.provider
+        super().__init__(inner)
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
         self._circuits: dict[str, _Circuit] = {}
-
-    @property
-    def supports_batch(self) -> bool:
-        return batch_capable(self.inner) is not None
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         if self._settings.circuit_failures == 0:
@@ -92,17 +88,3 @@ class CircuitBreaker:
             log.info("llm_circuit_closed", model=model, after_failures=circuit.failures)
             self._metrics.llm_circuit_open.labels(model).set(0)
         circuit.failures, circuit.open_until = 0, None
-
-    async def complete_batch(
-        self, requests: Sequence[LLMRequest], *, on_progress: Callable[[BatchProgress], None] | None = None
-    ) -> list[LLMResponse | LLMError]:
-        """Batches pass straight through: they are not urgent, and their failures are reported per item."""
-        inner = batch_capable(self.inner)
-        if inner is None:
-            raise TypeError(f"the {self.provider} provider cannot run message batches")
-        return await inner.complete_batch(requests, on_progress=on_progress)
-
-    async def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            await close()

@@ -1,34 +1,30 @@
 """The fallback step: when a route's model stays unavailable, ask `[llm] fallback_model` once, within one deadline.
 
-It wraps the recording LLM, so the log shows the truth: a failed call on the first model and, when
-it helped, a second call on the fallback model. When both fail, the error says what each one did
-and the pipeline escalates to a person with an honest note.
+It wraps the circuit breaker and, under it, the recording LLM, so the log shows the truth: a failed call
+on the first model and, when it helped, a second call on the fallback model. When both fail, the error
+says what each one did and the pipeline escalates to a person with an honest note.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import structlog
 
 from bot.config import LLMSection
 from bot.errors import LLMError, LLMUnavailable
-from bot.llm.base import LLM, NO_FALLBACK_KINDS, BatchProgress, LLMRequest, LLMResponse, batch_capable
+from bot.llm.base import LLM, NO_FALLBACK_KINDS, LLMRequest, LLMResponse, LLMWrapper
 
 log = structlog.get_logger(__name__)
 
 
-class FallbackLLM:
-    def __init__(self, inner: LLM, settings: LLMSection) -> None:
-        self.inner = inner
-        self.provider = inner.provider
-        self._settings = settings
+class FallbackLLM(LLMWrapper):
+    """Batches have no fallback: failed items are reported, and a batch job is not urgent."""
 
-    @property
-    def supports_batch(self) -> bool:
-        return batch_capable(self.inner) is not None
+    def __init__(self, inner: LLM, settings: LLMSection) -> None:
+        super().__init__(inner)
+        self._settings = settings
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         fallback = self._settings.fallback_model
@@ -51,17 +47,3 @@ class FallbackLLM:
                     replace(request, model=fallback, deadline_s=left, max_retries=0))
             except LLMError as second:
                 raise LLMUnavailable(f"{first}; the fallback model failed too: {second}", kind=first.kind) from second
-
-    async def complete_batch(
-        self, requests: Sequence[LLMRequest], *, on_progress: Callable[[BatchProgress], None] | None = None
-    ) -> list[LLMResponse | LLMError]:
-        """Batches have no fallback: failed items are reported, and a batch job is not urgent."""
-        inner = batch_capable(self.inner)
-        if inner is None:
-            raise TypeError(f"the {self.provider} provider cannot run message batches")
-        return await inner.complete_batch(requests, on_progress=on_progress)
-
-    async def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            await close()

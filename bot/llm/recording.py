@@ -12,7 +12,7 @@ import structlog
 
 from bot.clock import Clock
 from bot.errors import LLMError
-from bot.llm.base import LLM, BatchProgress, LLMRequest, LLMResponse, batch_capable
+from bot.llm.base import LLM, BatchProgress, LLMRequest, LLMResponse, LLMWrapper
 from bot.metrics import Metrics
 from storage import repositories as repo
 from storage.engine import Database
@@ -20,19 +20,14 @@ from storage.engine import Database
 log = structlog.get_logger(__name__)
 
 
-class RecordingLLM:
+class RecordingLLM(LLMWrapper):
     def __init__(self, inner: LLM, db: Database, clock: Clock, metrics: Metrics) -> None:
-        self.inner = inner
-        self.provider = inner.provider
+        super().__init__(inner)
         self._db = db
         self._clock = clock
         self._metrics = metrics
         self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[list[int | None]]]] = []
         self._writer: asyncio.Task[None] | None = None
-
-    @property
-    def supports_batch(self) -> bool:
-        return batch_capable(self.inner) is not None
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         started = time.perf_counter()
@@ -51,11 +46,8 @@ class RecordingLLM:
     async def complete_batch(
         self, requests: Sequence[LLMRequest], *, on_progress: Callable[[BatchProgress], None] | None = None
     ) -> list[LLMResponse | LLMError]:
-        inner = batch_capable(self.inner)
-        if inner is None:
-            raise TypeError(f"the {self.provider} provider cannot run message batches")
         started = time.perf_counter()
-        results = await inner.complete_batch(requests, on_progress=on_progress)
+        results = await super().complete_batch(requests, on_progress=on_progress)
         elapsed_ms = (time.perf_counter() - started) * 1000
         rows = []
         for request, result in zip(requests, results, strict=True):
@@ -69,11 +61,6 @@ class RecordingLLM:
         call_ids = await self._record(rows)
         return [result if isinstance(result, LLMError) else replace(result, call_id=call_id)
                 for result, call_id in zip(results, call_ids, strict=True)]
-
-    async def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            await close()
 
     def _row(
         self, request: LLMRequest, response: LLMResponse | None, latency_ms: float, error: LLMError | None,
