@@ -7,13 +7,14 @@ import tomllib
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import ConfigError
+from bot.vocabulary import RouterMode
 
-RouterMode = Literal["rules", "local", "llm", "hybrid"]
 ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
@@ -78,15 +79,62 @@ class RouteConfig(_Section):
     examples: list[str] = []
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MINUTES_PER_DAY = 24 * 60
+
+
+def _minute_of_day(value: object) -> object:
+    """"HH:MM" (00:00 to 24:00) as minutes since midnight, parsed once here."""
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"(\d{2}):(\d{2})", value)
+    if not match or int(match[1]) > 24 or int(match[2]) > 59 or (match[1] == "24" and match[2] != "00"):
+        raise ValueError(f"{value!r} is not a time of day as HH:MM (00:00 to 24:00)")
+    return int(match[1]) * 60 + int(match[2])
+
+
+def _weekday_numbers(value: object) -> object:
+    """Day names ("mon" … "sun") as weekday numbers (Monday = 0)."""
+    if not isinstance(value, list | tuple | set | frozenset):
+        return value
+    numbers = []
+    for day in value:
+        if isinstance(day, str) and day.strip().lower() in WEEKDAYS:
+            numbers.append(WEEKDAYS.index(day.strip().lower()))
+        elif isinstance(day, int) and not isinstance(day, bool) and 0 <= day < 7:
+            numbers.append(day)
+        else:
+            raise ValueError(f"{day!r} is not a weekday (use {', '.join(WEEKDAYS)})")
+    return frozenset(numbers)
+
+
+class WeeklyTime(NamedTuple):
+    """A weekday (Monday = 0) and a minute of that day, wall-clock in the rotation's time zone."""
+
+    weekday: int
+    minute: int
+
+
+def _weekly_time(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"(mon|tue|wed|thu|fri|sat|sun) (\d{2}):(\d{2})", value.strip().lower())
+    if not match or int(match[2]) > 23 or int(match[3]) > 59:
+        raise ValueError(f"{value!r} is not a weekday and time like \"mon 09:00\"")
+    return WeeklyTime(WEEKDAYS.index(match[1]), int(match[2]) * 60 + int(match[3]))
+
+
+MinuteOfDay = Annotated[int, BeforeValidator(_minute_of_day), Field(ge=0, le=MINUTES_PER_DAY)]
+Weekdays = Annotated[frozenset[int], BeforeValidator(_weekday_numbers)]
+
+
 class RotationShift(_Section):
     user: str
     # Days and hours in the rotation's time zone, e.g. days = ["mon", "tue"], start = "09:00";
     # a shift whose end is before its start runs past midnight (start = "22:00", end = "06:00").
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = [
-        "mon", "tue", "wed", "thu", "fri", "sat", "sun",
-    ]
-    start: str = "00:00"
-    end: str = "24:00"
+    days: Weekdays = frozenset(range(7))
+    start: MinuteOfDay = 0
+    end: MinuteOfDay = MINUTES_PER_DAY
 
     @field_validator("user")
     @classmethod
@@ -95,14 +143,6 @@ class RotationShift(_Section):
             raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
         return user
 
-    @field_validator("start", "end")
-    @classmethod
-    def _hh_mm(cls, value: str) -> str:
-        match = re.fullmatch(r"(\d{2}):(\d{2})", value)
-        if not match or int(match[1]) > 24 or int(match[2]) > 59 or (match[1] == "24" and match[2] != "00"):
-            raise ValueError(f"{value!r} is not a time of day as HH:MM (00:00 to 24:00)")
-        return value
-
 
 class RotationConfig(_Section):
     timezone: str = "UTC"
@@ -110,7 +150,7 @@ class RotationConfig(_Section):
     # `timezone`; users[0] holds the week that contains `start`. Shifts, when one covers the
     # moment, win over the weekly turn (e.g. weekend or night cover).
     users: list[str] = []
-    handoff: str = "mon 09:00"
+    handoff: Annotated[WeeklyTime, BeforeValidator(_weekly_time)] = WeeklyTime(0, 9 * 60)
     start: date = date(2026, 1, 5)
     shifts: list[RotationShift] = []
 
@@ -122,24 +162,18 @@ class RotationConfig(_Section):
                 raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
         return users
 
-    @field_validator("handoff")
-    @classmethod
-    def _day_and_time(cls, value: str) -> str:
-        match = re.fullmatch(r"(mon|tue|wed|thu|fri|sat|sun) (\d{2}):(\d{2})", value.strip().lower())
-        if not match or int(match[2]) > 23 or int(match[3]) > 59:
-            raise ValueError(f"{value!r} is not a weekday and time like \"mon 09:00\"")
-        return match[0]
-
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from exc
         return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 class EscalationSection(_Section):

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
-Source = Literal["slack", "local", "cli", "triage"]
-Role = Literal["user", "assistant", "staff"]
-Outcome = Literal["replied", "escalated", "quiet", "ignored", "failed"]
+from bot.vocabulary import ConversationState, DecidedBy, Origin, Outcome, Role, Verdict
+
+# "reply": the bot's own answer (it offers a person); "notice": a status note (a person is coming, …).
+ReplyKind = Literal["reply", "notice"]
 
 
 @dataclass(frozen=True)
 class InboundMessage:
     """A human message that reached the bot, already stripped of transport details."""
 
-    source: Source
+    source: Origin
     team: str
     channel: str
     user: str
@@ -24,10 +25,15 @@ class InboundMessage:
     event_id: str
     thread_ts: str | None = None
     channel_type: str = "channel"
-    user_name: str | None = None
     is_mention: bool = False
     # Set by the adapter for Slack Assistant threads, which show a status instead of a reaction.
     assistant_thread: bool = False
+
+    @classmethod
+    def from_record(cls, payload: Mapping[str, Any]) -> InboundMessage:
+        """The message as the inbox stored it; fields an older version stored and this one dropped are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in payload.items() if key in known})
 
     @property
     def root_ts(self) -> str:
@@ -51,14 +57,48 @@ class Turn:
 class ThreadState:
     conversation_id: int
     history: tuple[Turn, ...]
-    # "open", "escalated" (a human was paged) or "taken_over" (a human answered).
-    state: str
+    state: ConversationState
 
 
 @dataclass(frozen=True)
 class PostedMessage:
     channel: str
     ts: str
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A document an answer was grounded in: its title and where it lives (a file path or a URL)."""
+
+    title: str
+    source: str
+
+    @property
+    def url(self) -> str | None:
+        return self.source if self.source.startswith(("https://", "http://")) else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the bot says in a thread, in Markdown; each chat adapter renders it its own way."""
+
+    text: str
+    kind: ReplyKind = "reply"
+    citations: tuple[Citation, ...] = ()
+
+    @property
+    def offers_human(self) -> bool:
+        """The bot's own answers carry a way to ask for a person; status notes do not."""
+        return self.kind == "reply"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A status note for a thread (someone is on it, resolved, …): Markdown in which `{user}` stands for a
+    mention of `user`, which each adapter writes its own way."""
+
+    template: str
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +111,7 @@ class Draft:
 @dataclass(frozen=True)
 class VoteSample:
     index: int
-    verdict: Literal["reply", "needs_human", "error"]
+    verdict: Verdict
     draft: str
     reason: str = ""
     llm_call_id: int | None = None
@@ -80,7 +120,7 @@ class VoteSample:
 @dataclass(frozen=True)
 class VoteResult:
     samples: tuple[VoteSample, ...]
-    majority: Literal["reply", "needs_human", "error"]
+    majority: Verdict
     agreement: float
     chosen: str | None
     strategy: str
@@ -95,11 +135,10 @@ class ProcessResult:
     outcome: Outcome
     route: str | None = None
     confidence: float | None = None
-    decided_by: str | None = None
+    decided_by: DecidedBy | None = None
     reason: str | None = None
     reply: str | None = None
     escalation_id: int | None = None
     vote: VoteResult | None = None
     duplicate: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
-    started_at: datetime | None = None

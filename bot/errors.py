@@ -43,4 +43,9 @@ class LLMBadOutput(LLMError):
 
 
 class TransportError(SupportbotError):
-    """Posting to the chat failed; nothing may be recorded as sent."""
+    """A chat call failed; nothing may be recorded as sent. `code` is the chat's own error code where it gave
+    one (Slack's `invalid_auth`, `channel_not_found`, …), else `http_<status>`, `connection` or `timeout`."""
+
+    def __init__(self, message: str, *, code: str = "error") -> None:
+        self.code = code
+        super().__init__(message)

@@ -1,27 +1,46 @@
-"""An in-process chat transport for local mode, the terminal chat and tests: it keeps what was posted."""
+"""An in-process chat for local mode, the terminal chat and tests: it keeps what was posted, as posted values."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from bot.clock import Clock, SystemClock
-from bot.domain import InboundMessage, PostedMessage, Turn
-from bot.ports import ReplyKind
+from bot.domain import Answer, InboundMessage, Notice, PostedMessage, Turn
+from bot.escalation.page import Page
+from bot.ports import Capabilities
+
+# Where pages go in local mode when the config names no escalation channel.
+LOCAL_PAGE_CHANNEL: Final = "CESCALATIONS"
+
+PostKind = Literal["answer", "notice", "page"]
 
 
 @dataclass
 class LocalPost:
+    """One message in the local chat: an answer to a message, a notice in a thread, or a page."""
+
     channel: str
     ts: str
-    text: str
+    kind: PostKind
     thread_ts: str | None = None
-    blocks: list[Mapping[str, Any]] = field(default_factory=list)
-    kind: str = "message"
+    answer: Answer | None = None
+    notice: Notice | None = None
+    page: Page | None = None
+    # The dedupe key of the message an answer replies to.
     reply_to: str | None = None
-    user: str | None = None
+    # How often a page was updated in place.
     updated: int = 0
+
+    @property
+    def text(self) -> str:
+        """The post as Markdown; a notice's `{user}` written as @user."""
+        if self.answer is not None:
+            return self.answer.text
+        if self.notice is not None:
+            return self.notice.template.replace("{user}", f"@{self.notice.user}")
+        assert self.page is not None
+        return self.page.title
 
 
 # The newest ts any LocalChat in this process handed out, in microseconds.
@@ -29,7 +48,10 @@ _last_ts_us = 0
 
 
 class LocalChat:
-    name = "local"
+    """Implements bot.ports.ChatPort in memory; pages go to LOCAL_PAGE_CHANNEL unless the config names one."""
+
+    name: Final = "local"
+    capabilities: Final = Capabilities(local_page_channel=LOCAL_PAGE_CHANNEL)
 
     def __init__(self, clock: Clock | None = None, *, team: str = "TLOCAL") -> None:
         self.team = team
@@ -44,39 +66,35 @@ class LocalChat:
         _last_ts_us = max(int(self._clock.now().timestamp() * 1_000_000), _last_ts_us + 1)
         return f"{_last_ts_us // 1_000_000}.{_last_ts_us % 1_000_000:06d}"
 
-    async def post_reply(self, msg: InboundMessage, text: str, *, kind: ReplyKind = "reply") -> PostedMessage:
-        post = LocalPost(channel=msg.channel, ts=self.next_ts(), text=text, thread_ts=msg.root_ts,
-                         kind=kind, reply_to=msg.dedupe_key)
+    def _add(self, post: LocalPost) -> PostedMessage:
         self.posts.append(post)
         return PostedMessage(post.channel, post.ts)
 
-    async def find_reply(self, msg: InboundMessage) -> PostedMessage | None:
-        for post in self.posts:
-            if post.reply_to == msg.dedupe_key:
-                return PostedMessage(post.channel, post.ts)
-        return None
+    async def post_answer(self, msg: InboundMessage, answer: Answer) -> PostedMessage:
+        return self._add(LocalPost(channel=msg.channel, ts=self.next_ts(), kind="answer", thread_ts=msg.root_ts,
+                                   answer=answer, reply_to=msg.dedupe_key))
 
-    async def post_message(
-        self, channel: str, text: str, *, thread_ts: str | None = None,
-        blocks: Sequence[Mapping[str, Any]] | None = None,
-    ) -> PostedMessage:
-        post = LocalPost(channel=channel, ts=self.next_ts(), text=text, thread_ts=thread_ts,
-                         blocks=list(blocks or []))
-        self.posts.append(post)
-        return PostedMessage(channel, post.ts)
+    async def find_answer(self, msg: InboundMessage) -> PostedMessage | None:
+        return next((PostedMessage(p.channel, p.ts) for p in self.posts if p.reply_to == msg.dedupe_key), None)
 
-    async def update_message(
-        self, channel: str, ts: str, text: str, *, blocks: Sequence[Mapping[str, Any]] | None = None
-    ) -> None:
+    async def post_notice(self, channel: str, thread_ts: str, notice: Notice) -> PostedMessage:
+        return self._add(LocalPost(channel=channel, ts=self.next_ts(), kind="notice", thread_ts=thread_ts,
+                                   notice=notice))
+
+    async def post_page(self, channel: str, page: Page) -> PostedMessage:
+        return self._add(LocalPost(channel=channel, ts=self.next_ts(), kind="page", page=page))
+
+    async def update_page(self, posted: PostedMessage, page: Page) -> None:
         for post in self.posts:
-            if post.channel == channel and post.ts == ts:
-                post.text = text
-                post.blocks = list(blocks or [])
+            if post.channel == posted.channel and post.ts == posted.ts:
+                post.page = page
                 post.updated += 1
 
-    async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
-        self.posts.append(LocalPost(channel=channel, ts=self.next_ts(), text=text, thread_ts=thread_ts,
-                                    kind="ephemeral", user=user))
+    async def find_page(self, channel: str, page: Page) -> PostedMessage | None:
+        return None
+
+    async def usergroup_members(self, usergroup: str) -> list[str]:
+        return []
 
     async def open_dm(self, user: str) -> str:
         return f"D{user}"
@@ -92,3 +110,7 @@ class LocalChat:
 
     def posts_in(self, channel: str, thread_ts: str | None = None) -> list[LocalPost]:
         return [p for p in self.posts if p.channel == channel and (thread_ts is None or p.thread_ts == thread_ts)]
+
+    def pages_in(self, channel: str) -> list[Page]:
+        """The pages posted in `channel`, oldest first, as they stand now."""
+        return [p.page for p in self.posts_in(channel) if p.page is not None]

@@ -19,14 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain import InboundMessage, ProcessResult, ThreadState, Turn, VoteResult
+from bot.domain import Answer, InboundMessage, ProcessResult, ThreadState, Turn, VoteResult
 from bot.errors import LLMError, TransportError
 from bot.escalation import EscalationRequest, EscalationService
 from bot.llm.base import LLM
 from bot.metrics import Metrics
-from bot.mrkdwn import to_mrkdwn
-from bot.ports import ChatTransport, ReplyKind
+from bot.ports import ChatPort
 from bot.router.base import RouteDecision, Router, RoutingContext
+from bot.vocabulary import ConversationState, Outcome, Trigger
 from bot.voting import Voter
 from handlers.persona import PersonaHandler
 from handlers.registry import HandlerRegistry
@@ -68,9 +68,8 @@ class LoadedThread:
 class Handled:
     """What the handling steps decided to say, and whether a human was paged."""
 
-    text: str
-    kind: ReplyKind
-    outcome: str
+    answer: Answer
+    outcome: Outcome
     escalation_id: int | None = None
     vote: VoteResult | None = None
 
@@ -78,7 +77,7 @@ class Handled:
 class Pipeline:
     def __init__(
         self, *, config: Config, db: Database, router: Router, handlers: HandlerRegistry, voter: Voter,
-        escalations: EscalationService, chat: ChatTransport, llm: LLM, clock: Clock, metrics: Metrics,
+        escalations: EscalationService, chat: ChatPort, llm: LLM, clock: Clock, metrics: Metrics,
         instance_id: str, lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self.config = config
@@ -130,7 +129,7 @@ class Pipeline:
                 event = await repo.claim_inbound(session, inbox_id, owner=self.instance_id, now=now, lease=self.lease)
                 if event is None:
                     return None
-                msg = InboundMessage(**event.payload)
+                msg = InboundMessage.from_record(event.payload)
                 loaded = None if event.reply_ts is not None else await self._load_thread(session, msg, now)
         except Exception as exc:
             await self._count_failed_load(inbox_id, exc)
@@ -201,8 +200,9 @@ class Pipeline:
             if await repo.find_message(session, conversation.id, ts) is None:
                 await repo.add_message(session, conversation_id=conversation.id, role="staff", user=user,
                                        ts=ts, text=text, now=now)
-            if conversation.state != "taken_over":
-                await repo.set_conversation_state(session, conversation.id, "taken_over", now=now, by=user)
+            if conversation.state != ConversationState.TAKEN_OVER:
+                await repo.set_conversation_state(session, conversation.id, ConversationState.TAKEN_OVER, now=now,
+                                                  by=user)
                 log.info("thread_taken_over", conversation_id=conversation.id, staff=user)
         return True
 
@@ -224,8 +224,8 @@ class Pipeline:
         thread = loaded.thread
         # An answer decided before and not delivered yet (Slack refused it, a crash) is still owed: this
         # message's own escalation made the thread "escalated", and its notice must not be swallowed by that.
-        undelivered = event.reply_intent is not None and thread.state == "escalated"
-        if thread.state in ("escalated", "taken_over") and not undelivered:
+        undelivered = event.reply_intent is not None and thread.state is ConversationState.ESCALATED
+        if thread.state.person_has_it and not undelivered:
             await self._finish(event, outcome="quiet")
             return ProcessResult(outcome="quiet", notes=(f"a person has this thread ({thread.state})",))
         if self.config.bot.ignore_pleasantries and PLEASANTRY.match(msg.text.strip()):
@@ -238,8 +238,8 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(route=decision.route)
         if event.reply_intent is not None:
             # Recovering after a crash mid-delivery: say what was decided then, nothing new.
-            outcome = event.outcome or "replied"
-            handled = Handled(event.reply_intent, "reply" if outcome == "replied" else "notice", outcome)
+            outcome: Outcome = event.outcome or "replied"  # type: ignore[assignment]
+            handled = Handled(Answer(event.reply_intent, "reply" if outcome == "replied" else "notice"), outcome)
         else:
             handled = await self._handle(msg, thread, decision, decision_id)
         latency_ms = await self._deliver(event, msg, handled, thread.conversation_id, decision_id)
@@ -250,7 +250,7 @@ class Pipeline:
         return ProcessResult(
             outcome="escalated" if handled.outcome == "escalated" else "replied",
             route=decision.route, confidence=decision.confidence, decided_by=decision.decided_by,
-            reason=decision.reason, reply=handled.text, escalation_id=handled.escalation_id, vote=handled.vote,
+            reason=decision.reason, reply=handled.answer.text, escalation_id=handled.escalation_id, vote=handled.vote,
         )
 
     async def _load_thread(self, session: AsyncSession, msg: InboundMessage, now: datetime) -> LoadedThread:
@@ -275,7 +275,8 @@ class Pipeline:
         history = tuple(Turn(role=m.role, text=m.text, user=m.user)  # type: ignore[arg-type]
                         for m in recent if m.id < message_id)
         return LoadedThread(
-            thread=ThreadState(conversation_id=conversation.id, history=history, state=conversation.state),
+            thread=ThreadState(conversation_id=conversation.id, history=history,
+                               state=ConversationState(conversation.state)),
             message_id=message_id,
             existing=existing,
             # Mentioned mid-thread: the earlier messages are only in Slack.
@@ -317,9 +318,9 @@ class Pipeline:
     ) -> Handled:
         handler = self.handlers[decision.route]
         if handler.escalates:
-            trigger = "rule" if decision.decided_by == "rules" else "route"
+            trigger: Trigger = "rule" if decision.decided_by == "rules" else "route"
             escalation_id = await self._escalate(msg, thread, decision, decision_id, trigger, decision.reason)
-            return Handled(handler.acknowledgement(), "notice", "escalated", escalation_id)
+            return Handled(Answer(handler.acknowledgement(), "notice"), "escalated", escalation_id)
         try:
             vote_reason = self.voter.reason_to_vote(handler, msg.text, decision.confidence)
             if vote_reason is not None:
@@ -330,12 +331,12 @@ class Pipeline:
             log.warning("llm_failed", kind=exc.kind, error=str(exc))
             escalation_id = await self._escalate(msg, thread, decision, decision_id, "llm_failure",
                                                  f"the LLM failed ({exc.kind}): {exc}")
-            return Handled(LLM_DOWN_NOTE, "notice", "escalated", escalation_id)
+            return Handled(Answer(LLM_DOWN_NOTE, "notice"), "escalated", escalation_id)
         if not draft.text:
             escalation_id = await self._escalate(msg, thread, decision, decision_id, "llm_failure",
                                                  "the LLM returned an empty reply")
-            return Handled(LLM_DOWN_NOTE, "notice", "escalated", escalation_id)
-        return Handled(to_mrkdwn(draft.text), "reply", "replied")
+            return Handled(Answer(LLM_DOWN_NOTE, "notice"), "escalated", escalation_id)
+        return Handled(Answer(draft.text), "replied")
 
     async def _vote(
         self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision, decision_id: int,
@@ -357,12 +358,13 @@ class Pipeline:
             outage = result.majority == "error"
             escalation_id = await self._escalate(msg, thread, decision, decision_id,
                                                  "llm_failure" if outage else "vote", result.reason, drafts=drafts)
-            return Handled(LLM_DOWN_NOTE if outage else VOTE_NOTE, "notice", "escalated", escalation_id, vote=result)
-        return Handled(to_mrkdwn(result.chosen), "reply", "replied", vote=result)
+            return Handled(Answer(LLM_DOWN_NOTE if outage else VOTE_NOTE, "notice"), "escalated", escalation_id,
+                           vote=result)
+        return Handled(Answer(result.chosen), "replied", vote=result)
 
     async def _escalate(
         self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision | None, decision_id: int | None,
-        trigger: str, reason: str, *, drafts: tuple[str, ...] = (),
+        trigger: Trigger, reason: str, *, drafts: tuple[str, ...] = (),
     ) -> int:
         return await self.escalations.escalate(EscalationRequest(
             msg=msg, conversation_id=thread.conversation_id, trigger=trigger, reason=reason,
@@ -377,13 +379,13 @@ class Pipeline:
 
         Returns the latency from receipt to delivery, which is recorded with the outcome."""
         if event.reply_intent is not None:
-            posted = await self.chat.find_reply(msg)
+            posted = await self.chat.find_answer(msg)
         else:
             posted = None
             async with self.db.sessions.begin() as session:
-                await repo.set_reply_intent(session, event.id, handled.text, outcome=handled.outcome)
+                await repo.set_reply_intent(session, event.id, handled.answer.text, outcome=handled.outcome)
         if posted is None:
-            posted = await self.chat.post_reply(msg, handled.text, kind=handled.kind)
+            posted = await self.chat.post_answer(msg, handled.answer)
         now = self.clock.now()
         latency_ms = (now - event.received_at).total_seconds() * 1000
         async with self.db.sessions.begin() as session:
@@ -391,9 +393,10 @@ class Pipeline:
                                         outcome=handled.outcome, now=now, error=error)
             if conversation_id is not None:
                 await repo.add_message(session, conversation_id=conversation_id, role="assistant",
-                                       text=handled.text, ts=posted.ts, now=now)
+                                       text=handled.answer.text, ts=posted.ts, now=now)
             if decision_id is not None:
-                await repo.finish_decision(session, decision_id, outcome=handled.outcome, reply_text=handled.text,
+                await repo.finish_decision(session, decision_id, outcome=handled.outcome,
+                                           reply_text=handled.answer.text,
                                            escalated=handled.outcome == "escalated", latency_ms=latency_ms)
         return latency_ms
 
@@ -433,10 +436,11 @@ class Pipeline:
                                                             thread_ts=msg.root_ts)
             conversation_id = conversation.id if conversation is not None else None
             if conversation is not None:
-                thread = ThreadState(conversation_id=conversation.id, history=(), state=conversation.state)
+                thread = ThreadState(conversation_id=conversation.id, history=(),
+                                     state=ConversationState(conversation.state))
                 escalation_id = await self._escalate(msg, thread, None, None, "failure",
                                                      f"internal error: {type(exc).__name__}: {exc}")
-            await self._deliver(event, msg, Handled(FAILURE_NOTE, "notice", "escalated", escalation_id),
+            await self._deliver(event, msg, Handled(Answer(FAILURE_NOTE, "notice"), "escalated", escalation_id),
                                 conversation_id, None, error=f"{type(exc).__name__}: {exc}")
         except Exception as second:
             log.exception("fail_safe_failed")

@@ -1,38 +1,63 @@
-"""The chat port: everything the pipeline and escalations need from Slack, or from a stand-in for it."""
+"""The chat port: what the pipeline and escalations need from a chat (Slack, the playground, the terminal).
+
+The core hands the port structured values — an `Answer`, a `Notice`, an escalation `Page` — and each
+adapter renders them its own way (Slack: mrkdwn and Block Kit; the playground: its web page). What an
+adapter can do beyond the basics it says in `capabilities`; failures are `TransportError`s with a code.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from bot.domain import InboundMessage, PostedMessage, Turn
+from bot.domain import Answer, InboundMessage, Notice, PostedMessage, Turn
+from bot.vocabulary import Origin
 
-ReplyKind = Literal["reply", "notice"]
+if TYPE_CHECKING:
+    from bot.escalation.page import Page
 
 
-class ChatTransport(Protocol):
+@dataclass(frozen=True)
+class Capabilities:
+    # Finds a reply or a page whose post outcome was lost (a crash, a timeout), so it is adopted, not re-posted.
+    finds_lost_posts: bool = False
+    # Looks up the members of a user group (who may press page buttons; whom to DM when only a group is set).
+    usergroups: bool = False
+    # Local mode: the channel pages go to when the config names none, with a stand-in on-call person.
+    local_page_channel: str | None = None
+
+
+class ChatPort(Protocol):
     """Raises bot.errors.TransportError when a message could not be delivered."""
 
-    name: str
+    @property
+    def name(self) -> Origin: ...
 
-    async def post_reply(self, msg: InboundMessage, text: str, *, kind: ReplyKind = "reply") -> PostedMessage:
-        """Post in the message's thread; the adapter tags it with `msg.dedupe_key` for find_reply."""
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def post_answer(self, msg: InboundMessage, answer: Answer) -> PostedMessage:
+        """Post in the message's thread, tagged with `msg.dedupe_key` so `find_answer` can recognise it."""
         ...
 
-    async def find_reply(self, msg: InboundMessage) -> PostedMessage | None:
-        """A reply already posted for `msg` (after a crash between posting and recording it)."""
+    async def find_answer(self, msg: InboundMessage) -> PostedMessage | None:
+        """An answer already posted for `msg` (after a crash between posting and recording it)."""
         ...
 
-    async def post_message(
-        self, channel: str, text: str, *, thread_ts: str | None = None,
-        blocks: Sequence[Mapping[str, Any]] | None = None,
-    ) -> PostedMessage: ...
+    async def post_notice(self, channel: str, thread_ts: str, notice: Notice) -> PostedMessage: ...
 
-    async def update_message(
-        self, channel: str, ts: str, text: str, *, blocks: Sequence[Mapping[str, Any]] | None = None
-    ) -> None: ...
+    async def post_page(self, channel: str, page: Page) -> PostedMessage: ...
 
-    async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None: ...
+    async def update_page(self, posted: PostedMessage, page: Page) -> None: ...
+
+    async def find_page(self, channel: str, page: Page) -> PostedMessage | None:
+        """A post of this page (same escalation and round) already in `channel`; None when there is none or
+        the adapter cannot look (`capabilities.finds_lost_posts`)."""
+        ...
+
+    async def usergroup_members(self, usergroup: str) -> list[str]:
+        """Members of a user group; empty when the adapter cannot look them up (`capabilities.usergroups`)."""
+        ...
 
     async def open_dm(self, user: str) -> str:
         """The DM channel id with `user`."""

@@ -21,7 +21,7 @@ from bot.llm.recording import RecordingLLM
 from bot.local_chat import LocalChat
 from bot.metrics import Metrics
 from bot.pipeline import Pipeline
-from bot.ports import ChatTransport
+from bot.ports import ChatPort
 from bot.router.base import Router
 from bot.router.hybrid import HybridRouter
 from bot.router.llm import LLMRouter
@@ -35,9 +35,6 @@ from storage import repositories as repo
 from storage.engine import Database, open_database, upgrade
 
 log = structlog.get_logger(__name__)
-
-# Where pages go in local mode when the config names no escalation channel or on-call users.
-LOCAL_ESCALATION_CHANNEL = "CESCALATIONS"
 
 
 def build_router(config: Config, llm: LLM, local: LocalRouter, mode: str | None = None) -> Router:
@@ -85,7 +82,7 @@ class Runtime:
     db: Database
     clock: Clock
     metrics: Metrics
-    chat: ChatTransport
+    chat: ChatPort
     # fallback step -> circuit breaker -> call recorder -> provider
     llm: FallbackLLM
     local_router: LocalRouter
@@ -121,7 +118,7 @@ class Runtime:
 
 
 async def build_runtime(
-    settings: Settings, config: Config, *, chat: ChatTransport | None = None, clock: Clock | None = None,
+    settings: Settings, config: Config, *, chat: ChatPort | None = None, clock: Clock | None = None,
     llm: LLM | None = None, migrate: bool = True, instance_id: str | None = None,
 ) -> Runtime:
     clock = clock or SystemClock()
@@ -138,8 +135,7 @@ async def build_runtime(
     recorded = RecordingLLM(llm or make_llm(settings, config, local), db, clock, metrics)
     stack = FallbackLLM(CircuitBreaker(recorded, config.llm, clock, metrics), config.llm)
     chat = chat or LocalChat(clock)
-    escalations = EscalationService(
-        config, db, chat, clock, default_channel=LOCAL_ESCALATION_CHANNEL if isinstance(chat, LocalChat) else None)
+    escalations = EscalationService(config, db, chat, clock)
     instance = instance_id or settings.supportbot_instance_id or f"{socket.gethostname()}:{os.getpid()}"
     pipeline = Pipeline(
         config=config, db=db, router=build_router(config, stack, local), handlers=HandlerRegistry(config),

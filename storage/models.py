@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -22,6 +23,19 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from bot.vocabulary import (
+    ConversationState,
+    EscalationState,
+    InboxStatus,
+    Origin,
+    Outcome,
+    Purpose,
+    Role,
+    Trigger,
+    Verdict,
+    sql_in,
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -45,6 +59,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 OPEN_ESCALATION_SQL = "state IN ('paged', 'acknowledged')"
+# The tiers a route decision is stored with; a reviewer's correction lives in route_corrections.
+DECISION_TIERS = ("rules", "local", "llm", "hybrid")
+
+
+def check(column: str, kind: object, table: str) -> CheckConstraint:
+    """The column holds only values of `kind` (a bot.vocabulary enum or Literal); NULL stays allowed."""
+    return CheckConstraint(sql_in(column, kind), name=f"ck_{table}_{column}")
 
 
 class Base(AsyncAttrs, DeclarativeBase):
@@ -55,7 +76,11 @@ class Conversation(Base):
     """One Slack thread (or playground/CLI thread) the bot takes part in."""
 
     __tablename__ = "conversations"
-    __table_args__ = (UniqueConstraint("team", "channel", "thread_ts", name="uq_conversation_thread"),)
+    __table_args__ = (
+        UniqueConstraint("team", "channel", "thread_ts", name="uq_conversation_thread"),
+        check("state", ConversationState, "conversations"),
+        check("source", Origin, "conversations"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(String(16))
@@ -77,6 +102,7 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
+    __table_args__ = (check("role", Role, "messages"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
@@ -95,7 +121,11 @@ class InboundEvent(Base):
     """The inbox and dedupe record: written before the ack, leased by one worker, finished once."""
 
     __tablename__ = "inbound_events"
-    __table_args__ = (Index("ix_inbound_status_lease", "status", "lease_expires_at"),)
+    __table_args__ = (
+        Index("ix_inbound_status_lease", "status", "lease_expires_at"),
+        check("status", InboxStatus, "inbound_events"),
+        check("outcome", Outcome, "inbound_events"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # team:channel:ts — one message, however many events and retries announce it.
@@ -123,7 +153,11 @@ class RouteDecision(Base):
     """How one user message was routed and what came of it; the row `supportbot logs` shows."""
 
     __tablename__ = "route_decisions"
-    __table_args__ = (Index("ix_route_decisions_created", "created_at"),)
+    __table_args__ = (
+        Index("ix_route_decisions_created", "created_at"),
+        CheckConstraint(f"decided_by IN {DECISION_TIERS!r}", name="ck_route_decisions_decided_by"),
+        check("outcome", Outcome, "route_decisions"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
@@ -156,6 +190,10 @@ class RouteDecision(Base):
 
 class Vote(Base):
     __tablename__ = "votes"
+    __table_args__ = (
+        check("majority", Verdict, "votes"),
+        CheckConstraint("strategy IN ('majority', 'judge')", name="ck_votes_strategy"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     decision_id: Mapped[int] = mapped_column(ForeignKey("route_decisions.id", ondelete="CASCADE"), index=True)
@@ -177,6 +215,7 @@ class Vote(Base):
 
 class VoteSampleRow(Base):
     __tablename__ = "vote_samples"
+    __table_args__ = (check("verdict", Verdict, "vote_samples"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     vote_id: Mapped[int] = mapped_column(ForeignKey("votes.id", ondelete="CASCADE"), index=True)
@@ -198,6 +237,8 @@ class Escalation(Base):
         # At most one open escalation per thread, even when two replicas open one at once.
         Index("uq_escalations_open_conversation", "conversation_id", unique=True,
               sqlite_where=text(OPEN_ESCALATION_SQL), postgresql_where=text(OPEN_ESCALATION_SQL)),
+        check("state", EscalationState, "escalations"),
+        check("trigger", Trigger, "escalations"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -266,6 +307,10 @@ class EscalationEvent(Base):
     """Every transition of an escalation, with who and when."""
 
     __tablename__ = "escalation_events"
+    __table_args__ = (
+        check("from_state", EscalationState, "escalation_events"),
+        check("to_state", EscalationState, "escalation_events"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     escalation_id: Mapped[int] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"), index=True)
@@ -280,7 +325,7 @@ class EscalationEvent(Base):
 
 class LLMCall(Base):
     __tablename__ = "llm_calls"
-    __table_args__ = (Index("ix_llm_calls_created", "created_at"),)
+    __table_args__ = (Index("ix_llm_calls_created", "created_at"), check("purpose", Purpose, "llm_calls"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int | None] = mapped_column(

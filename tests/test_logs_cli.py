@@ -25,7 +25,7 @@ from bot.local_chat import LocalChat
 from bot.runtime import build_runtime
 from bot.settings import Settings
 from bot.web.server import build_web_app
-from tests.web.conftest import CONVERSATIONS, fill
+from tests.web.conftest import CONVERSATIONS, fill, local_playground
 
 CONTRACT_FIELDS = {"created_at", "channel", "thread_ts", "user", "text", "route", "confidence", "decided_by",
                    "escalated", "voted", "vote_agreement", "reply", "latency_ms"}
@@ -36,7 +36,7 @@ async def _fill_and_correct(url: str, conversations: list[tuple[str, str, str]])
     runtime = await build_runtime(Settings(database_url=url), load_config(), chat=LocalChat(), instance_id="fill")
     try:
         await fill(runtime, conversations)
-        async with TestClient(TestServer(build_web_app(runtime))) as client:
+        async with TestClient(TestServer(build_web_app(runtime, playground=local_playground(runtime)))) as client:
             decisions = (await (await client.get("/api/decisions?route=technical")).json())["decisions"]
             page = await (await client.get("/playground")).text()
             marker = '<meta name="csrf-token" content="'

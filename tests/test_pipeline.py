@@ -8,11 +8,12 @@ from sqlalchemy import func, select
 
 from bot.clock import ManualClock
 from bot.config import Config
-from bot.domain import InboundMessage
+from bot.domain import Answer, InboundMessage
 from bot.errors import LLMUnavailable
+from bot.escalation import ACK_ACTION, RESOLVE_ACTION
 from bot.llm.base import LLMRequest, LLMResponse
-from bot.local_chat import LocalChat
-from bot.runtime import LOCAL_ESCALATION_CHANNEL, Runtime, build_runtime
+from bot.local_chat import LOCAL_PAGE_CHANNEL, LocalChat
+from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
 from storage import repositories as repo
 from storage.models import Escalation, InboundEvent, LLMCall, Vote
@@ -49,8 +50,8 @@ async def test_angry_customer_is_escalated_and_the_thread_then_stays_quiet(runti
     chat = chat_of(runtime)
     [notice] = chat.posts_in("CSUPPORT", msg.ts)
     assert "paged a person" in notice.text
-    [page] = chat.posts_in(LOCAL_ESCALATION_CHANNEL)
-    assert any(block.get("type") == "actions" for block in page.blocks)
+    [page] = chat.posts_in(LOCAL_PAGE_CHANNEL)
+    assert page.page is not None and page.page.actions == (ACK_ACTION, RESOLVE_ACTION)
     follow_up = await runtime.pipeline.handle(message("hello??", thread_ts=msg.ts))
     assert follow_up.outcome == "quiet"
     assert len(chat.posts_in("CSUPPORT", msg.ts)) == 1
@@ -126,7 +127,7 @@ async def test_crash_after_posting_is_recovered_without_a_second_reply(runtime: 
     # Simulate a process that posted the reply and died before recording it.
     async with runtime.db.sessions.begin() as session:
         await repo.set_reply_intent(session, inbox_id, "Here is how to reset it.", outcome="replied")
-    await chat_of(runtime).post_reply(msg, "Here is how to reset it.")
+    await chat_of(runtime).post_answer(msg, Answer("Here is how to reset it."))
     result = await runtime.pipeline.process(inbox_id)
     assert result is not None and result.outcome == "replied"
     assert len(chat_of(runtime).posts_in("CSUPPORT", msg.ts)) == 1

@@ -52,7 +52,8 @@ MAX_SUGGESTED_PROMPTS: Final = 4
 # a burst's database and CPU work is spread out instead of starting at once and delaying the acks after it.
 PROCESSING_START_INTERVAL_S: Final = 0.05
 # auth.test errors that mean the token itself is wrong, as opposed to Slack being unreachable.
-BAD_TOKEN_ERRORS: Final = ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired")
+BAD_TOKEN_ERRORS: Final = frozenset(
+    {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
 
 REFUSED: Final = "Only on-call and support staff can use the buttons on escalation pages; nothing was changed."
 ALREADY: Final = "Escalation #{id} was already {done} before your click; nothing was changed."
@@ -367,7 +368,7 @@ async def _check_token(chat: SlackChat) -> None:
     try:
         identity = await chat.identity()
     except TransportError as exc:
-        if any(code in str(exc) for code in BAD_TOKEN_ERRORS):
+        if exc.code in BAD_TOKEN_ERRORS:
             raise SlackSetupError(f"Slack refused SLACK_BOT_TOKEN ({exc}); copy the Bot User OAuth Token "
                                   "(xoxb-...) from the app's OAuth & Permissions page") from exc
         log.warning("slack_unreachable_at_start", error=str(exc))

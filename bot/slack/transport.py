@@ -1,4 +1,6 @@
-"""The chat port over the Slack Web API: replies in threads, pages, ephemeral notes, history, working status."""
+"""The chat port over the Slack Web API: answers and notices in threads, pages, history, working status.
+
+It renders the core's values for Slack: Markdown to mrkdwn, pages to Block Kit (bot.slack.pages)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import Config
-from bot.domain import InboundMessage, PostedMessage, Turn
+from bot.domain import Answer, InboundMessage, Notice, PostedMessage, Turn
 from bot.errors import SupportbotError, TransportError
-from bot.ports import ReplyKind
+from bot.escalation.page import Page
+from bot.ports import Capabilities
 from bot.settings import Settings
 from bot.slack.blocks import REPLY_EVENT_TYPE, reply_blocks, reply_metadata, thread_key
 from bot.slack.client import DEFAULT_TIMEOUT_S, build_web_client
 from bot.slack.events import HUMAN_SUBTYPES
+from bot.slack.mrkdwn import to_mrkdwn
+from bot.slack.pages import page_blocks, page_text
 from bot.slack.text import to_plain_text, without_pings
 
 log = structlog.get_logger(__name__)
@@ -29,6 +34,8 @@ WORKING_STATUS: Final = "is looking into it…"
 # conversations.replies pages read when looking for a reply or loading a thread.
 PAGE_SIZE: Final = 200
 MAX_PAGES: Final = 10
+# How far back in a page channel (newest first) a lost page is looked for.
+PAGE_HISTORY_LIMIT: Final = 100
 # Slack answers these when the working indicator is already in the wanted state.
 _HARMLESS: Final = frozenset({"already_reacted", "no_reaction"})
 
@@ -45,9 +52,12 @@ class BotIdentity:
 
 
 class SlackChat:
-    """Implements bot.ports.ChatTransport; raises TransportError when Slack did not take a message."""
+    """Implements bot.ports.ChatPort; raises TransportError when Slack did not take a message."""
 
-    name = "slack"
+    name: Final = "slack"
+    # Reply metadata and page block ids find lost posts (scopes channels:history, groups:history, im:history);
+    # usergroups.users.list needs usergroups:read.
+    capabilities: Final = Capabilities(finds_lost_posts=True, usergroups=True)
 
     def __init__(
         self, client: AsyncWebClient, *, quick_client: AsyncWebClient | None = None,
@@ -72,18 +82,18 @@ class SlackChat:
                                          str(response.get("team_id", "")))
         return self._identity
 
-    # --- replies ------------------------------------------------------------------------------
+    # --- answers and notices in threads ----------------------------------------------------------
 
-    async def post_reply(self, msg: InboundMessage, text: str, *, kind: ReplyKind = "reply") -> PostedMessage:
-        text = without_pings(text)
-        button = thread_key(msg.team, msg.channel, msg.root_ts) if kind == "reply" else None
+    async def post_answer(self, msg: InboundMessage, answer: Answer) -> PostedMessage:
+        text = without_pings(to_mrkdwn(answer.text))
+        button = thread_key(msg.team, msg.channel, msg.root_ts) if answer.offers_human else None
         response = await self._call("chat.postMessage", self.client.chat_postMessage(
             channel=msg.channel, thread_ts=msg.root_ts, text=text, blocks=reply_blocks(text, request_value=button),
             metadata=reply_metadata(msg.dedupe_key), unfurl_links=False, unfurl_media=False,
         ))
         return PostedMessage(str(response["channel"]), str(response["ts"]))
 
-    async def find_reply(self, msg: InboundMessage) -> PostedMessage | None:
+    async def find_answer(self, msg: InboundMessage) -> PostedMessage | None:
         async for message in self._thread(msg.channel, msg.root_ts, include_metadata=True):
             metadata = message.get("metadata")
             if not isinstance(metadata, Mapping) or metadata.get("event_type") != REPLY_EVENT_TYPE:
@@ -93,23 +103,42 @@ class SlackChat:
                 return PostedMessage(msg.channel, str(message["ts"]))
         return None
 
-    # --- messages -----------------------------------------------------------------------------
-
-    async def post_message(
-        self, channel: str, text: str, *, thread_ts: str | None = None,
-        blocks: Sequence[Mapping[str, Any]] | None = None,
-    ) -> PostedMessage:
+    async def post_notice(self, channel: str, thread_ts: str, notice: Notice) -> PostedMessage:
+        text = to_mrkdwn(notice.template)
+        if notice.user is not None:
+            text = text.replace("{user}", f"<@{notice.user}>")
         response = await self._call("chat.postMessage", self.client.chat_postMessage(
-            channel=channel, text=text, thread_ts=thread_ts, blocks=[dict(b) for b in blocks] if blocks else None,
-            unfurl_links=False,
-        ))
+            channel=channel, text=text, thread_ts=thread_ts, unfurl_links=False))
         return PostedMessage(str(response["channel"]), str(response["ts"]))
 
-    async def update_message(
-        self, channel: str, ts: str, text: str, *, blocks: Sequence[Mapping[str, Any]] | None = None
-    ) -> None:
+    # --- escalation pages ----------------------------------------------------------------------
+
+    async def post_page(self, channel: str, page: Page) -> PostedMessage:
+        response = await self._call("chat.postMessage", self.client.chat_postMessage(
+            channel=channel, text=page_text(page), blocks=page_blocks(page), unfurl_links=False))
+        return PostedMessage(str(response["channel"]), str(response["ts"]))
+
+    async def update_page(self, posted: PostedMessage, page: Page) -> None:
         await self._call("chat.update", self.client.chat_update(
-            channel=channel, ts=ts, text=text, blocks=[dict(b) for b in blocks] if blocks is not None else None))
+            channel=posted.channel, ts=posted.ts, text=page_text(page), blocks=page_blocks(page)))
+
+    async def find_page(self, channel: str, page: Page) -> PostedMessage | None:
+        response = await self._call("conversations.history",
+                                    self.client.conversations_history(channel=channel, limit=PAGE_HISTORY_LIMIT))
+        for message in response.get("messages") or []:
+            if not isinstance(message, Mapping):
+                continue
+            for block in message.get("blocks") or []:
+                if isinstance(block, Mapping) and block.get("block_id") == page.key:
+                    return PostedMessage(channel, str(message["ts"]))
+        return None
+
+    async def usergroup_members(self, usergroup: str) -> list[str]:
+        response = await self._call("usergroups.users.list", self.client.usergroups_users_list(usergroup=usergroup))
+        users = response.get("users") or []
+        return [str(user) for user in users if isinstance(user, str)]
+
+    # --- other messages ------------------------------------------------------------------------
 
     async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
         await self._call("chat.postEphemeral", self.client.chat_postEphemeral(
@@ -119,7 +148,7 @@ class SlackChat:
         response = await self._call("conversations.open", self.client.conversations_open(users=user))
         channel = response.get("channel")
         if not isinstance(channel, Mapping) or not channel.get("id"):
-            raise TransportError("Slack conversations.open returned no channel")
+            raise TransportError("Slack conversations.open returned no channel", code="no_channel")
         return str(channel["id"])
 
     async def permalink(self, channel: str, ts: str) -> str | None:
@@ -204,9 +233,13 @@ class SlackChat:
         try:
             response: AsyncSlackResponse = await pending
         except SlackApiError as exc:
-            raise TransportError(f"Slack {method} failed: {_error_code(exc)}") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransportError(f"Slack {method} failed: {type(exc).__name__} {exc}".strip()) from exc
+            code = _error_code(exc)
+            raise TransportError(f"Slack {method} failed: {code}", code=code) from exc
+        except TimeoutError as exc:
+            raise TransportError(f"Slack {method} failed: timed out", code="timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"Slack {method} failed: {type(exc).__name__} {exc}".strip(),
+                                 code="connection") from exc
         return response
 
 
@@ -216,7 +249,7 @@ def _error_code(exc: SlackApiError) -> str:
     if error:
         return str(error)
     status = getattr(response, "status_code", None)
-    return f"HTTP {status}" if status else str(exc)[:200]
+    return f"http_{status}" if status else "error"
 
 
 def _newest_within(turns: list[Turn], budget: int) -> list[Turn]:

@@ -98,12 +98,8 @@ class Dashboard:
     templates: jinja2.Environment
     retrainer: Retrainer
     static: dict[str, tuple[bytes, str]]
-
-    @property
-    def playground_enabled(self) -> bool:
-        from bot.local_chat import LocalChat
-
-        return isinstance(self.runtime.chat, LocalChat)
+    # Set when the local playground is mounted (local mode only).
+    playground_enabled: bool = False
 
     @property
     def routes(self) -> list[str]:
@@ -217,7 +213,7 @@ def _duration(value: float | None) -> str:
     return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
-def add_dashboard_routes(app: web.Application, runtime: Runtime) -> None:
+def add_dashboard_routes(app: web.Application, runtime: Runtime) -> Dashboard:
     token = runtime.settings.supportbot_dashboard_token
     dashboard = Dashboard(
         runtime=runtime,
@@ -250,10 +246,7 @@ def add_dashboard_routes(app: web.Application, runtime: Runtime) -> None:
     app.router.add_get("/login", partial(_login_page, dashboard))
     app.router.add_post("/login", partial(_login, dashboard))
     app.router.add_get("/static/{name}", partial(_static, dashboard))
-
-    from bot.web.playground import add_playground_routes
-
-    add_playground_routes(app, dashboard)
+    return dashboard
 
 
 

@@ -15,7 +15,8 @@ import structlog
 from aiohttp import web
 
 from bot.domain import InboundMessage
-from bot.local_chat import LocalChat, LocalPost
+from bot.escalation.page import EXPIRED_STATUS, NOBODY_ON_CALL, Page
+from bot.local_chat import LocalChat
 from bot.web.dashboard import Dashboard
 from bot.web.review import decision_json, thread_view
 from storage import repositories as repo
@@ -31,21 +32,20 @@ MAX_TEXT = 4000
 ACTIONS = ("acknowledge", "resolve")
 
 
-def add_playground_routes(app: web.Application, dashboard: Dashboard) -> None:
+def add_playground_routes(app: web.Application, dashboard: Dashboard, chat: LocalChat | None) -> None:
+    """Mount the playground on the local chat that local mode's runtime posts to; with no local chat (Slack
+    mode), /playground says where to talk to the bot instead."""
     guard = dashboard.guard
+    if chat is None:
+        app.router.add_get("/playground", guard(partial(_not_here, dashboard), page=True))
+        return
+    dashboard.playground_enabled = True
     app.router.add_get("/playground", guard(partial(_page, dashboard), page=True))
-    app.router.add_get("/api/playground/state", guard(partial(_state, dashboard), page=False))
-    app.router.add_post("/api/playground/messages", guard(partial(_send, dashboard), page=False))
-    app.router.add_post("/api/playground/staff-replies", guard(partial(_staff_reply, dashboard), page=False))
+    app.router.add_get("/api/playground/state", guard(partial(_state, dashboard, chat), page=False))
+    app.router.add_post("/api/playground/messages", guard(partial(_send, dashboard, chat), page=False))
+    app.router.add_post("/api/playground/staff-replies", guard(partial(_staff_reply, dashboard, chat), page=False))
     app.router.add_post("/api/playground/escalations/{id:\\d+}/{action}",
                         guard(partial(_escalation_action, dashboard), page=False))
-
-
-def _chat(dashboard: Dashboard) -> LocalChat:
-    chat = dashboard.runtime.chat
-    if not isinstance(chat, LocalChat):
-        raise web.HTTPNotFound(text="The playground runs in local mode only (no Slack credentials set).")
-    return chat
 
 
 def oncall_user(dashboard: Dashboard) -> str:
@@ -54,56 +54,55 @@ def oncall_user(dashboard: Dashboard) -> str:
     return runtime.escalations.local_oncall_user or next(iter(runtime.config.bot.staff), FALLBACK_ONCALL_USER)
 
 
+async def _not_here(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    return dashboard.error(request, 404, "The playground runs in local mode only: this server is connected to "
+                                         "Slack, so talk to the bot there.", page=True)
+
+
 async def _page(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    if not dashboard.playground_enabled:
-        return dashboard.error(request, 404, "The playground runs in local mode only: this server is connected to "
-                                             "Slack, so talk to the bot there.", page=True)
     return dashboard.render(request, "playground.html", channel=PLAYGROUND_CHANNEL, customer=CUSTOMER_USER,
                             oncall=oncall_user(dashboard))
 
 
 # --- reading the channel -----------------------------------------------------------------------------
 
-_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
-_CHANNEL = re.compile(r"<#([A-Z0-9]+)(?:\|([^>]*))?>")
-_GROUP = re.compile(r"<!subteam\^([A-Z0-9]+)(?:\|[^>]*)?>")
-_LINK = re.compile(r"<([^|>]+)\|([^>]+)>")
-_SPECIAL = re.compile(r"<!(here|channel|everyone)>")
-_FALLBACK = re.compile(r"<![^|>]*\|([^>]*)>")
-_BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
-_ITALIC = re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])")
-_QUOTE = re.compile(r"^>\s?", re.MULTILINE)
+_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
+_EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1")
+_HEADING = re.compile(r"^#{1,6}\s+", re.MULTILINE)
 
 
-def plain(mrkdwn: str) -> str:
-    """Slack mrkdwn as readable plain text (the page inserts it with textContent, never as HTML)."""
-    text = _MENTION.sub(r"@\1", mrkdwn)
-    text = _CHANNEL.sub(lambda m: "#" + (m[2] or m[1]), text)
-    text = _GROUP.sub(r"@\1", text)
-    text = _SPECIAL.sub(r"@\1", text)
-    text = _FALLBACK.sub(r"\1", text)
-    text = _LINK.sub(r"\2 (\1)", text)
-    text = _QUOTE.sub("", _ITALIC.sub(r"\1", _BOLD.sub(r"\1", text)))
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+def plain(markdown: str) -> str:
+    """The bot's Markdown as readable plain text (the page inserts it with textContent, never as HTML)."""
+    return _HEADING.sub("", _EMPHASIS.sub(r"\2", _LINK.sub(r"\1 (\2)", markdown)))
 
 
-def page_lines(post: LocalPost | None, fallback: str) -> list[dict[str, str]]:
-    """What the on-call person sees in the page: its Block Kit blocks as styled lines."""
-    if post is None or not post.blocks:
-        return [{"style": "text", "text": plain(post.text if post else fallback)}]
-    lines = []
-    for block in post.blocks:
-        kind = block.get("type")
-        if kind == "header":
-            lines.append({"style": "header", "text": str(block.get("text", {}).get("text", ""))})
-        elif kind == "section":
-            if "text" in block:
-                lines.append({"style": "text", "text": plain(str(block["text"].get("text", "")))})
-            for item in block.get("fields", []):
-                lines.append({"style": "field", "text": plain(str(item.get("text", "")))})
-        elif kind == "context":
-            for element in block.get("elements", []):
-                lines.append({"style": "context", "text": plain(str(element.get("text", "")))})
+def page_lines(page: Page | None, fallback: str) -> list[dict[str, str]]:
+    """What the on-call person sees in the page, as styled lines."""
+    if page is None:
+        return [{"style": "text", "text": fallback}]
+    confidence = "n/a" if page.confidence is None else f"{page.confidence:.2f}"
+    mention = " ".join([f"@{page.audience.usergroup}"] * bool(page.audience.usergroup)
+                       + [f"@{user}" for user in page.audience.users]) or NOBODY_ON_CALL
+    lines = [
+        {"style": "header", "text": page.title},
+        {"style": "text", "text": f"{mention} a customer needs a person from the team."},
+        {"style": "field", "text": f"From\n@{page.requester} in #{page.channel}"},
+        {"style": "field", "text": f"Route\n{page.route or 'n/a'} (confidence {confidence})"},
+        {"style": "field", "text": f"Why\n{page.why}"},
+        {"style": "field", "text": f"State\n{page.state}" + (" · level 2 (whole group)" if page.level > 1 else "")},
+        {"style": "text", "text": f"Message\n{page.message}"},
+        {"style": "text", "text": f"Reason\n{page.reason}"},
+    ]
+    lines += [{"style": "text", "text": f"Draft {i + 1} (from voting)\n{draft}"} for i, draft in enumerate(page.drafts)]
+    lines.append({"style": "text", "text": f"Thread {page.thread_ts} in #{page.channel}"})
+    status = [page.note] if page.note else []
+    if page.acknowledged_by:
+        status.append(f"Acknowledged by @{page.acknowledged_by}")
+    if page.resolved_by:
+        status.append(f"Resolved by @{page.resolved_by}")
+    if page.state == "expired":
+        status.append(EXPIRED_STATUS)
+    lines += [{"style": "context", "text": line} for line in status]
     return lines
 
 
@@ -116,8 +115,7 @@ def _root(event: InboundEvent) -> str:
     return str(event.payload.get("thread_ts") or event.payload.get("ts"))
 
 
-async def _state(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    chat = _chat(dashboard)
+async def _state(dashboard: Dashboard, chat: LocalChat, request: web.Request) -> web.StreamResponse:
     runtime = dashboard.runtime
     selected = request.query.get("thread") or None
     async with runtime.db.sessions() as session:
@@ -135,7 +133,7 @@ async def _state(dashboard: Dashboard, request: web.Request) -> web.StreamRespon
         found = conversations.get(event.payload["ts"])
         escalation = by_conversation.get(found.id) if found else None
         threads.append({
-            "thread_ts": event.payload["ts"], "text": plain(str(event.payload.get("text", "")))[:140],
+            "thread_ts": event.payload["ts"], "text": str(event.payload.get("text", ""))[:140],
             "state": found.state if found else "new", "conversation_id": found.id if found else None,
             "escalation": escalation.state if escalation else None,
         })
@@ -170,8 +168,8 @@ def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[
                      "decision": decisions.get(ts)}
     for post in chat.posts_in(PLAYGROUND_CHANNEL, thread_ts):
         if post.ts not in items:
-            kind = "bot" if post.reply_to else ("ephemeral" if post.kind == "ephemeral" else "notice")
-            items[post.ts] = {"ts": post.ts, "kind": kind, "user": post.user, "text": plain(post.text)}
+            kind = "bot" if post.kind == "answer" else "notice"
+            items[post.ts] = {"ts": post.ts, "kind": kind, "user": None, "text": plain(post.text)}
     working = any(item.get("status") in ("pending", "processing") for item in items.values())
     conversation = review.conversation if review else None
     return {
@@ -191,7 +189,7 @@ def _escalation(chat: LocalChat, escalation: Escalation, thread_ts: str | None) 
         "conversation_id": escalation.conversation_id, "page_channel": escalation.page_channel,
         "created_at": escalation.created_at.isoformat(), "repage_count": escalation.repage_count,
         "acknowledged_by": escalation.acknowledged_by, "resolved_by": escalation.resolved_by,
-        "page": page_lines(post, f"escalation #{escalation.id} ({escalation.state})"),
+        "page": page_lines(post.page if post else None, f"escalation #{escalation.id} ({escalation.state})"),
         "can_acknowledge": escalation.state == "paged",
         "can_resolve": escalation.state in ("paged", "acknowledged"),
         "inspect_url": f"/conversations/{escalation.conversation_id}",
@@ -222,9 +220,8 @@ def _text(body: dict[str, Any]) -> str | web.Response:
     return text
 
 
-async def _send(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+async def _send(dashboard: Dashboard, chat: LocalChat, request: web.Request) -> web.StreamResponse:
     """A customer message: accepted into the inbox like a Slack event, then processed after the 'ack'."""
-    chat = _chat(dashboard)
     body = await _json_body(request)
     text = _text(body)
     if isinstance(text, web.Response):
@@ -240,9 +237,8 @@ async def _send(dashboard: Dashboard, request: web.Request) -> web.StreamRespons
     return web.json_response({"ts": ts, "thread_ts": msg.root_ts, "accepted": inbox_id is not None}, status=202)
 
 
-async def _staff_reply(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+async def _staff_reply(dashboard: Dashboard, chat: LocalChat, request: web.Request) -> web.StreamResponse:
     """On-call answers in the thread: the conversation is taken over and the bot stays quiet there."""
-    chat = _chat(dashboard)
     body = await _json_body(request)
     text = _text(body)
     if isinstance(text, web.Response):
@@ -257,7 +253,6 @@ async def _staff_reply(dashboard: Dashboard, request: web.Request) -> web.Stream
 
 
 async def _escalation_action(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    _chat(dashboard)
     action = request.match_info["action"]
     if action not in ACTIONS:
         return web.json_response({"error": f"unknown action {action!r} (use acknowledge or resolve)"}, status=404)

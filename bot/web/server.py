@@ -20,6 +20,8 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.errors import ConfigError, SupportbotError
 from bot.llm.base import LLM
+from bot.local_chat import LocalChat
+from bot.ports import ChatPort
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
 from storage import repositories as repo
@@ -65,15 +67,17 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-def build_web_app(runtime: Runtime) -> web.Application:
+def build_web_app(runtime: Runtime, *, playground: LocalChat | None = None) -> web.Application:
+    """Probes, the dashboard, and in local mode the playground on the chat the runtime posts to."""
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[RUNTIME_KEY] = runtime
     app[DRAINING_KEY] = asyncio.Event()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     from bot.web.dashboard import add_dashboard_routes
+    from bot.web.playground import add_playground_routes
 
-    add_dashboard_routes(app, runtime)
+    add_playground_routes(app, add_dashboard_routes(app, runtime), playground)
     return app
 
 
@@ -132,7 +136,8 @@ async def start_server(
     mode = settings.run_mode
     if migrate_in_child:
         await migrate_in_child_process(settings)
-    chat = None
+    local_chat = LocalChat(clock) if mode == "local" else None
+    chat: ChatPort | None = local_chat
     if mode in ("http", "socket"):
         from bot.slack.transport import open_slack_chat
 
@@ -145,7 +150,7 @@ async def start_server(
         # (local mode, where the playground answers pages, is the place to try the bot without one).
         await runtime.close()
         raise ConfigError(config.source, "escalation", problem)
-    app = build_web_app(runtime)
+    app = build_web_app(runtime, playground=local_chat)
     slack = None
     if mode in ("http", "socket"):
         from bot.slack.app import attach_slack

@@ -29,6 +29,10 @@ def _run(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         connection.commit()
     elif is_sqlite:
+        # Batch migrations rebuild a table (copy, drop, rename): with foreign keys enforced, dropping a parent
+        # table would cascade-delete its children, so they are off while migrating (SQLite's own procedure
+        # for schema changes; it can only be switched outside a transaction) and checked afterwards.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
         # No advisory lock in SQLite: hold its write lock for the whole migration instead (waiting up to the
         # busy timeout for it). Without it, processes starting at once on one file all found no schema and
         # all but one died on "table ... already exists" (SQLite runs DDL outside a transaction otherwise).
@@ -43,11 +47,17 @@ def _run(connection: Connection) -> None:
         with context.begin_transaction():
             context.run_migrations()
         if is_sqlite:
+            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                raise RuntimeError(f"migration left rows whose foreign keys point nowhere: {problems[:5]}")
             connection.commit()
     finally:
         if is_postgres:
             connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
             connection.commit()
+        elif is_sqlite:
+            connection.rollback()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 async def _run_async() -> None:

@@ -15,6 +15,7 @@ from bot.domain import InboundMessage
 from bot.local_chat import LocalChat, LocalPost
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.slack.pages import page_blocks, page_text
 from storage.models import Escalation, EscalationEvent
 from tests.conftest import config_with
 from tests.fakes import slack_payloads as payloads
@@ -68,8 +69,20 @@ def local_chat(runtime: Runtime) -> LocalChat:
 
 
 def pages_in(chat: LocalChat, channel: str) -> list[LocalPost]:
-    """Page messages (those with Block Kit) in a channel, oldest first."""
-    return [post for post in chat.posts_in(channel) if post.blocks and post.thread_ts is None]
+    """Page messages in a channel, oldest first."""
+    return [post for post in chat.posts_in(channel) if post.page is not None]
+
+
+def slack_blocks(post: LocalPost) -> list[dict[str, Any]]:
+    """The page as on-call people see it in Slack: the Slack adapter's Block Kit for it."""
+    assert post.page is not None
+    return page_blocks(post.page)
+
+
+def slack_text(post: LocalPost) -> str:
+    """The page's notification text in Slack (what a phone shows)."""
+    assert post.page is not None
+    return page_text(post.page)
 
 
 def buttons(blocks: list[Any]) -> dict[str, str]:

@@ -10,16 +10,10 @@ from bot.clock import ManualClock
 from bot.config import load_config
 from bot.domain import PostedMessage
 from bot.errors import TransportError
-from bot.escalation import (
-    ACK_ACTION,
-    EXPIRED_NOTICE,
-    LOCAL_ONCALL_USER,
-    REQUEST_NOTICE,
-    RESOLVE_ACTION,
-    EscalationRequest,
-)
-from bot.local_chat import LocalChat
-from bot.runtime import LOCAL_ESCALATION_CHANNEL
+from bot.escalation import ACK_ACTION, LOCAL_ONCALL_USER, RESOLVE_ACTION, EscalationRequest, Page
+from bot.escalation.service import EXPIRED_NOTICE, REQUEST_NOTICE
+from bot.local_chat import LOCAL_PAGE_CHANNEL, LocalChat
+from bot.ports import Capabilities
 from storage import repositories as repo
 from storage.models import Escalation, EscalationPage
 from tests.escalation.conftest import (
@@ -36,6 +30,8 @@ from tests.escalation.conftest import (
     local_chat,
     only_escalation,
     pages_in,
+    slack_blocks,
+    slack_text,
     transitions,
 )
 
@@ -67,15 +63,16 @@ async def test_page_shows_who_what_route_reason_and_the_buttons(make_runtime: Fa
 
     chat = local_chat(runtime)
     [page] = pages_in(chat, PAGES)
-    shown = block_text(page.blocks)
-    assert page.text.startswith("<@U0ALICE> <@U0BOB> Escalation #")  # the notification pings on-call
+    shown = block_text(slack_blocks(page))
+    assert slack_text(page).startswith("<@U0ALICE> <@U0BOB> Escalation #")  # the notification pings on-call
     assert "<@U0ALICE> <@U0BOB> a customer needs a person" in shown
     assert f"<@{CUSTOMER}> in <#{SUPPORT}>" in shown
     assert "escalate (confidence 0.95)" in shown and "an escalation rule matched" in shown
     assert "&gt;" not in shown.split("*Message*")[1][:3] and "I will sue you" in shown
     assert "rule 'legal-threat' matched" in shown
     assert f"Thread {msg.ts} in <#{SUPPORT}>" in shown  # the local chat has no permalinks
-    assert buttons(page.blocks) == {ACK_ACTION: str(result.escalation_id), RESOLVE_ACTION: str(result.escalation_id)}
+    escalation_id = str(result.escalation_id)
+    assert buttons(slack_blocks(page)) == {ACK_ACTION: escalation_id, RESOLVE_ACTION: escalation_id}
 
     [notice] = chat.posts_in(SUPPORT, msg.ts)
     assert "paged a person" in notice.text
@@ -95,12 +92,12 @@ async def test_voting_drafts_and_confidence_are_on_the_page(make_runtime: Factor
         route="billing", confidence=0.55, drafts=("Yes, refunds take 5 days.", "No <!channel> refunds after 30 days.")))
 
     [page] = pages_in(local_chat(runtime), PAGES)
-    shown = block_text(page.blocks)
+    shown = block_text(slack_blocks(page))
     assert "billing (confidence 0.55)" in shown and "voting: no confident answer" in shown
     assert "agreement 0.40 below 0.60" in shown
     assert "*Draft 1 (from voting)*\nYes, refunds take 5 days." in shown
     assert "&lt;!channel&gt;" in shown and "<!channel>" not in shown  # a draft cannot ping a channel
-    assert buttons(page.blocks)[ACK_ACTION] == str(escalation_id)
+    assert buttons(slack_blocks(page))[ACK_ACTION] == str(escalation_id)
 
 
 async def test_acknowledge_then_resolve_update_the_page_and_tell_the_thread(
@@ -115,9 +112,9 @@ async def test_acknowledge_then_resolve_update_the_page_and_tell_the_thread(
 
     clock.advance(90)
     assert await runtime.escalations.acknowledge(escalation_id, "U0ALICE") == "done"
-    assert page.updated == 1 and buttons(page.blocks) == {RESOLVE_ACTION: str(escalation_id)}
-    assert "Acknowledged by <@U0ALICE>" in block_text(page.blocks)
-    assert chat.posts_in(SUPPORT, msg.ts)[-1].text == "<@U0ALICE> from the support team is on it and will reply here."
+    assert page.updated == 1 and buttons(slack_blocks(page)) == {RESOLVE_ACTION: str(escalation_id)}
+    assert "Acknowledged by <@U0ALICE>" in block_text(slack_blocks(page))
+    assert chat.posts_in(SUPPORT, msg.ts)[-1].text == "@U0ALICE from the support team is on it and will reply here."
     acked = await escalation(runtime, escalation_id)
     assert acked.state == "acknowledged" and acked.acknowledged_by == "U0ALICE"
     assert acked.acknowledged_at == clock.now() and acked.next_action_at is None
@@ -129,8 +126,8 @@ async def test_acknowledge_then_resolve_update_the_page_and_tell_the_thread(
     assert page.updated == 1 and len(chat.posts_in(SUPPORT, msg.ts)) == thread_posts
 
     assert await runtime.escalations.resolve(escalation_id, "U0STAFF") == "done"  # staff may press too
-    assert buttons(page.blocks) == {} and "Resolved by <@U0STAFF>" in block_text(page.blocks)
-    assert chat.posts_in(SUPPORT, msg.ts)[-1].text == "<@U0STAFF> from the support team marked this as resolved."
+    assert buttons(slack_blocks(page)) == {} and "Resolved by <@U0STAFF>" in block_text(slack_blocks(page))
+    assert chat.posts_in(SUPPORT, msg.ts)[-1].text == "@U0STAFF from the support team marked this as resolved."
     assert await runtime.escalations.resolve(escalation_id, "U0STAFF") == "already"
     assert await runtime.escalations.acknowledge(escalation_id, "U0BOB") == "already"
     assert page.updated == 2
@@ -180,16 +177,16 @@ async def test_repages_after_the_timeout_then_the_whole_group_then_expires(
     clock.advance(1)
     assert await sweep() == 1
     first, repage = pages_in(chat, PAGES)
-    assert repage.text.startswith("<@U0ALICE> <@U0BOB> ")
-    assert "Re-page 1: nobody acknowledged for 10 min" in block_text(repage.blocks)
+    assert slack_text(repage).startswith("<@U0ALICE> <@U0BOB> ")
+    assert "Re-page 1: nobody acknowledged for 10 min" in block_text(slack_blocks(repage))
     assert await sweep() == 0  # once per timeout, however often the sweeper runs
 
     clock.advance(600)  # repage_max (1) re-pages spent: level 2, the fallback channel and the whole group
     assert await sweep() == 1
     [level_two] = pages_in(chat, "C0FALLBACK")
-    assert level_two.text.startswith("<!subteam^S0ONCALL> <@U0ALICE> <@U0BOB> ")
-    assert "*level 2* (whole group)" in block_text(level_two.blocks)
-    assert buttons(level_two.blocks) == {ACK_ACTION: str(escalation_id), RESOLVE_ACTION: str(escalation_id)}
+    assert slack_text(level_two).startswith("<!subteam^S0ONCALL> <@U0ALICE> <@U0BOB> ")
+    assert "*level 2* (whole group)" in block_text(slack_blocks(level_two))
+    assert buttons(slack_blocks(level_two)) == {ACK_ACTION: str(escalation_id), RESOLVE_ACTION: str(escalation_id)}
 
     clock.advance(600)
     assert await sweep() == 1 and len(pages_in(chat, "C0FALLBACK")) == 2
@@ -204,9 +201,9 @@ async def test_repages_after_the_timeout_then_the_whole_group_then_expires(
     assert expired.state == "expired" and expired.next_action_at is None
     every_page = pages_in(chat, PAGES) + pages_in(chat, "C0FALLBACK")
     assert len(every_page) == 4
-    assert all(page.updated == 1 and buttons(page.blocks) == {} for page in every_page)
-    assert "Expired: nobody acknowledged in time" in block_text(every_page[0].blocks)
-    assert chat.posts_in(SUPPORT, msg.ts)[-1].text == EXPIRED_NOTICE
+    assert all(page.updated == 1 and buttons(slack_blocks(page)) == {} for page in every_page)
+    assert "Expired: nobody acknowledged in time" in block_text(slack_blocks(every_page[0]))
+    assert chat.posts_in(SUPPORT, msg.ts)[-1].notice == EXPIRED_NOTICE
     assert await transitions(runtime, escalation_id) == [(None, "paged", CUSTOMER), ("paged", "expired", None)]
     # Nobody came, so the bot does not leave the customer in silence.
     later = await runtime.pipeline.handle(customer_message("how do I reset my password?", thread_ts=msg.ts))
@@ -224,7 +221,7 @@ async def test_acknowledging_stops_repages_and_updates_every_page(make_runtime: 
     assert len(pages) == 2
 
     assert await runtime.escalations.acknowledge(escalation_id, "U0BOB") == "done"
-    assert all(page.updated == 1 and buttons(page.blocks) == {RESOLVE_ACTION: str(escalation_id)}
+    assert all(page.updated == 1 and buttons(slack_blocks(page)) == {RESOLVE_ACTION: str(escalation_id)}
                for page in pages)
     for _ in range(5):
         clock.advance(600)
@@ -247,7 +244,7 @@ async def test_a_staff_reply_in_the_thread_acknowledges_and_stops_repages(
     clock.advance(600)
     await runtime.escalations.sweep()
     [page] = pages_in(chat, PAGES)  # no re-page
-    assert "Acknowledged by <@U0STAFF>" in block_text(page.blocks)
+    assert "Acknowledged by <@U0STAFF>" in block_text(slack_blocks(page))
     assert len(chat.posts_in(SUPPORT, msg.ts)) == thread_posts  # the staff member already said hello
     assert (await escalation(runtime, escalation_id)).acknowledged_by == "U0STAFF"
 
@@ -263,7 +260,7 @@ async def test_a_new_instance_on_the_same_database_repages_after_a_restart(
     clock.advance(600)
     assert await after.escalations.sweep() == 1
     [repage] = pages_in(local_chat(after), PAGES)
-    assert "Re-page 1" in block_text(repage.blocks)
+    assert "Re-page 1" in block_text(slack_blocks(repage))
     assert (await escalation(after, escalation_id or 0)).repage_count == 1
 
 
@@ -281,7 +278,7 @@ async def test_two_replicas_sweeping_at_once_repage_each_escalation_exactly_once
 
     repages = pages_in(local_chat(first), PAGES)[8:] + pages_in(local_chat(second), PAGES)
     assert len(repages) == 8
-    assert sorted(buttons(page.blocks)[ACK_ACTION] for page in repages) == sorted(str(i) for i in ids)
+    assert sorted(buttons(slack_blocks(page))[ACK_ACTION] for page in repages) == sorted(str(i) for i in ids)
     async with first.db.sessions() as session:
         counts = (await session.execute(select(Escalation.repage_count))).scalars().all()
     assert counts == [1] * 8
@@ -300,9 +297,9 @@ async def test_get_a_human_opens_one_escalation_per_thread_and_the_bot_goes_quie
                                          service.request_human(msg.team, SUPPORT, msg.ts, CUSTOMER))
     assert sorted([first, second]) == ["already", "done"]  # a double click opens one
     [page] = pages_in(chat, PAGES)
-    shown = block_text(page.blocks)
+    shown = block_text(slack_blocks(page))
     assert "the customer asked for a person" in shown and "how do I export my invoices as CSV?" in shown
-    assert chat.posts_in(SUPPORT, msg.ts)[-1].text == REQUEST_NOTICE
+    assert chat.posts_in(SUPPORT, msg.ts)[-1].notice == REQUEST_NOTICE
     stored = await only_escalation(runtime)
     assert stored.trigger == "user_request" and stored.requester == CUSTOMER and stored.route is not None
 
@@ -319,34 +316,41 @@ async def test_local_mode_pages_the_playground_channel_and_the_stand_in_may_answ
     runtime = await make_runtime(load_config())  # the built-in config names nobody
     escalation_id = (await runtime.pipeline.handle(customer_message())).escalation_id
     assert escalation_id is not None
-    [page] = pages_in(local_chat(runtime), LOCAL_ESCALATION_CHANNEL)
-    assert f"<@{LOCAL_ONCALL_USER}>" in page.text
+    [page] = pages_in(local_chat(runtime), LOCAL_PAGE_CHANNEL)
+    assert f"<@{LOCAL_ONCALL_USER}>" in slack_text(page)
     assert runtime.escalations.local_oncall_user == LOCAL_ONCALL_USER
     assert await runtime.escalations.acknowledge(escalation_id, "U0SOMEONE") == "refused"
     assert await runtime.escalations.acknowledge(escalation_id, LOCAL_ONCALL_USER) == "done"
 
 
 class FlakyChat(LocalChat):
-    """A local chat whose pages (post_message) can fail, or lose the answer to a post it did make (a timeout
-    after Slack stored it); it finds its own messages by block id, like the Slack history lookup."""
+    """A local chat whose pages can fail, or lose the answer to a post it did make (a timeout after Slack
+    stored it); it finds its own pages again by their key, like the Slack history lookup."""
 
+    capabilities = Capabilities(finds_lost_posts=True, local_page_channel=LOCAL_PAGE_CHANNEL)
     lose_next_answer = False
     down = False
 
-    async def post_message(self, channel, text, *, thread_ts=None, blocks=None):  # type: ignore[no-untyped-def]
+    async def post_page(self, channel: str, page: Page) -> PostedMessage:
         if self.down:
-            raise TransportError("Slack chat.postMessage failed: HTTP 503")
-        posted = await super().post_message(channel, text, thread_ts=thread_ts, blocks=blocks)
+            raise TransportError("Slack chat.postMessage failed: http_503", code="http_503")
+        posted = await super().post_page(channel, page)
         if self.lose_next_answer:
             self.lose_next_answer = False
-            raise TransportError("Slack chat.postMessage failed: TimeoutError")
+            raise TransportError("Slack chat.postMessage failed: timed out", code="timeout")
         return posted
 
-    async def find_message_with_block(self, channel: str, block_id: str) -> PostedMessage | None:
+    async def find_page(self, channel: str, page: Page) -> PostedMessage | None:
         for post in self.posts_in(channel):
-            if any(block.get("block_id") == block_id for block in post.blocks):
+            if post.page is not None and post.page.key == page.key:
                 return PostedMessage(post.channel, post.ts)
         return None
+
+
+class SlackLikeChat(LocalChat):
+    """A local chat outside local mode: pages go where the config says, DMs when it names no channel."""
+
+    capabilities = Capabilities()
 
 
 async def test_a_page_whose_answer_was_lost_is_found_not_posted_twice(
@@ -392,13 +396,11 @@ async def test_a_page_that_could_not_be_posted_is_posted_by_the_sweeper(
     assert [(row.round, row.target, row.ts is not None) for row in rows] == [(1, PAGES, True)]
 
 
-async def test_dm_pages_to_each_on_call_person_are_all_updated(make_runtime: Factory) -> None:
+async def test_dm_pages_to_each_on_call_person_are_all_updated(make_runtime: Factory, clock: ManualClock) -> None:
     # Outside local mode with no channel: one DM each (see test_slack for the same over the Slack API).
-    from bot.escalation import EscalationService
-
-    runtime = await make_runtime(escalation_config(BASE_TOML.replace('channel = "C0ESC"', "")))
-    service = EscalationService(runtime.config, runtime.db, runtime.chat, runtime.clock)
-    runtime.pipeline.escalations = service
+    runtime = await make_runtime(escalation_config(BASE_TOML.replace('channel = "C0ESC"', "")),
+                                 chat=SlackLikeChat(clock))
+    service = runtime.escalations
     escalation_id = (await runtime.pipeline.handle(customer_message())).escalation_id
     assert escalation_id is not None
     chat = local_chat(runtime)
@@ -406,4 +408,4 @@ async def test_dm_pages_to_each_on_call_person_are_all_updated(make_runtime: Fac
     assert len(alice) == len(bob) == 1
     assert await service.acknowledge(escalation_id, "U0ALICE") == "done"
     assert alice[0].updated == bob[0].updated == 1
-    assert "Acknowledged by <@U0ALICE>" in block_text(bob[0].blocks)
+    assert "Acknowledged by <@U0ALICE>" in block_text(slack_blocks(bob[0]))

@@ -9,7 +9,7 @@ import pytest
 from bot.clock import ManualClock
 from bot.config import parse_config
 from bot.errors import ConfigError
-from bot.escalation import Roster, Source
+from bot.escalation import Audience, OnCallBasis, Roster
 from tests.conftest import config_with
 
 ROTATION_TOML = """
@@ -36,35 +36,39 @@ def utc(text: str) -> datetime:
 
 
 @pytest.mark.parametrize(("moment", "expected", "source"), [
-    ("2026-01-05T07:59", ["U0CAROL"], Source.rotation),  # 08:59 in Paris: last week's turn until 09:00
-    ("2026-01-05T08:00", ["U0BOB"], Source.rotation),    # 09:00 in Paris: hand-over
-    ("2026-01-07T22:30", ["U0NIGHT"], Source.shift),     # Wednesday 23:30
-    ("2026-01-08T04:30", ["U0NIGHT"], Source.shift),     # Thursday 05:30, the Wednesday night shift
-    ("2026-01-10T04:30", ["U0NIGHT"], Source.shift),     # Saturday 05:30, Friday's night shift
-    ("2026-01-11T04:30", ["U0BOB"], Source.rotation),    # Sunday 05:30: no Saturday night shift
-    ("2026-01-12T08:00", ["U0CAROL"], Source.rotation),  # next Monday 09:00
-    ("2026-03-30T06:59", ["U0CAROL"], Source.rotation),  # after the switch to summer time: 08:59 CEST
-    ("2026-03-30T07:00", ["U0BOB"], Source.rotation),    # 09:00 CEST, twelve weeks after the start
+    ("2026-01-05T07:59", ["U0CAROL"], OnCallBasis.ROTATION),  # 08:59 in Paris: last week's turn until 09:00
+    ("2026-01-05T08:00", ["U0BOB"], OnCallBasis.ROTATION),    # 09:00 in Paris: hand-over
+    ("2026-01-07T22:30", ["U0NIGHT"], OnCallBasis.SHIFT),     # Wednesday 23:30
+    ("2026-01-08T04:30", ["U0NIGHT"], OnCallBasis.SHIFT),     # Thursday 05:30, the Wednesday night shift
+    ("2026-01-10T04:30", ["U0NIGHT"], OnCallBasis.SHIFT),     # Saturday 05:30, Friday's night shift
+    ("2026-01-11T04:30", ["U0BOB"], OnCallBasis.ROTATION),    # Sunday 05:30: no Saturday night shift
+    ("2026-01-12T08:00", ["U0CAROL"], OnCallBasis.ROTATION),  # next Monday 09:00
+    ("2026-03-30T06:59", ["U0CAROL"], OnCallBasis.ROTATION),  # after the switch to summer time: 08:59 CEST
+    ("2026-03-30T07:00", ["U0BOB"], OnCallBasis.ROTATION),    # 09:00 CEST, twelve weeks after the start
 ])
-def test_who_is_on_call_follows_the_rotation_in_its_time_zone(moment: str, expected: list[str], source: Source) -> None:
+def test_who_is_on_call_follows_the_rotation_in_its_time_zone(moment: str, expected: list[str],
+                                                              source: OnCallBasis) -> None:
     assert Roster(config_with(ROTATION_TOML)).who(utc(moment)) == (expected, source)
 
 
 def test_without_a_rotation_the_list_then_the_group_then_nobody() -> None:
     now = utc("2026-01-05T12:00")
-    assert Roster(config_with('[escalation]\noncall = ["U0A1", "U0A2"]')).who(now) == (["U0A1", "U0A2"], Source.oncall)
+    listed = Roster(config_with('[escalation]\noncall = ["U0A1", "U0A2"]'))
+    assert listed.who(now) == (["U0A1", "U0A2"], OnCallBasis.ONCALL)
+    assert listed.audience(now) == Audience(("U0A1", "U0A2"), None)
     group_only = Roster(config_with('[escalation]\nusergroup = "S0ONCALL"'))
-    assert group_only.who(now) == ([], Source.usergroup)
-    assert group_only.mention(now) == "<!subteam^S0ONCALL>"
-    assert Roster(config_with("[escalation]")).who(now) == ([], Source.nobody)
-    assert Roster(config_with("[escalation]"), local_oncall="ULOCALONCALL").who(now) == (["ULOCALONCALL"], Source.local)
+    assert group_only.who(now) == ([], OnCallBasis.USERGROUP)
+    assert group_only.audience(now) == Audience((), "S0ONCALL")  # nobody else to call on: the group
+    assert Roster(config_with("[escalation]")).who(now) == ([], OnCallBasis.NOBODY)
+    assert Roster(config_with("[escalation]"), local_oncall="ULOCALONCALL").who(now) == (
+        ["ULOCALONCALL"], OnCallBasis.LOCAL)
 
 
 def test_level_two_mentions_the_group_and_everyone_in_the_rotation() -> None:
     roster = Roster(config_with(ROTATION_TOML))
     now = utc("2026-01-06T12:00")
-    assert roster.mention(now) == "<@U0BOB>"
-    assert roster.mention(now, level=2) == "<!subteam^S0ONCALL> <@U0FALLBACK> <@U0BOB> <@U0CAROL> <@U0NIGHT>"
+    assert roster.audience(now) == Audience(("U0BOB",), None)
+    assert roster.audience(now, level=2) == Audience(("U0FALLBACK", "U0BOB", "U0CAROL", "U0NIGHT"), "S0ONCALL")
 
 
 def test_the_week_is_covered_from_monday_to_monday_in_the_rotation_zone() -> None:
@@ -94,7 +98,7 @@ async def test_user_group_members_may_act_and_the_lookup_is_cached() -> None:
     clock = ManualClock()
     directory = CountingDirectory(["U0G1"])
     roster = Roster(config_with('[bot]\nstaff = ["U0STAFF"]\n[escalation]\nusergroup = "S0ONCALL"'),
-                    directory=directory, clock=clock)
+                    members=directory.usergroup_members, clock=clock)
     assert not roster.may_act("U0G1")  # nothing looked up yet, and may_act never calls Slack
     assert await roster.authorize("U0STAFF") and directory.lookups == 0
     assert await roster.authorize("U0G1") and directory.lookups == 1

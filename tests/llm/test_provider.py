@@ -7,9 +7,9 @@ from sqlalchemy import select
 from bot.clock import ManualClock
 from bot.errors import LLMBadOutput, LLMUnavailable
 from bot.llm.base import ChatMessage, LLMRequest, ToolSpec
-from bot.mrkdwn import MAX_REPLY_CHARS, TRUNCATION_NOTE
 from bot.pipeline import LLM_DOWN_NOTE
 from bot.runtime import Runtime
+from bot.slack.mrkdwn import MAX_REPLY_CHARS, TRUNCATION_NOTE, to_mrkdwn
 from storage.models import Escalation, LLMCall
 from tests.builders import chat_of, message
 from tests.fakes.anthropic_api import FakeAnthropicAPI, error, garbage, hang, text, tool_use
@@ -61,10 +61,11 @@ async def test_a_reply_sends_the_routes_model_persona_prompt_and_thread_history(
     assert [m["role"] for m in second.messages] == ["user", "assistant", "user"]
     assert "crashes every time I upload" in second.messages[0]["content"]
     assert second.last_user_text == "it still crashes after that"
-    # Markdown became Slack mrkdwn in the thread.
+    # The answer is kept as the model's Markdown; Slack shows it as mrkdwn.
     assert follow_up.outcome == "replied"
     posted = chat_of(runtime).posts_in("CSUPPORT", root.ts)[-1].text
-    assert posted.startswith("*Try this:*") and "• sign out" in posted
+    assert posted == "**Try this:**\n- sign out\n- sign in again"
+    assert to_mrkdwn(posted).startswith("*Try this:*") and "• sign out" in to_mrkdwn(posted)
     [route_call, *_] = await calls(runtime, "route")
     assert route_call.model == HAIKU and route_call.error is None
 
@@ -347,7 +348,7 @@ async def test_without_a_fallback_model_the_route_model_alone_is_tried(
     assert [r.model for r in fake_anthropic.requests] == [HAIKU, HAIKU]
 
 
-async def test_a_long_reply_is_shortened_to_fit_in_slack(
+async def test_a_long_reply_is_kept_whole_and_shortened_to_fit_in_slack(
     fake_anthropic: FakeAnthropicAPI, make_runtime: BuildRuntime
 ) -> None:
     runtime = await make_runtime(LLM_ROUTER)
@@ -358,7 +359,9 @@ async def test_a_long_reply_is_shortened_to_fit_in_slack(
     await runtime.pipeline.handle(msg)
 
     [posted] = chat_of(runtime).posts_in("CSUPPORT", msg.ts)
-    assert len(posted.text) <= MAX_REPLY_CHARS + len(TRUNCATION_NOTE)
-    assert posted.text.endswith(TRUNCATION_NOTE)
+    assert len(posted.text) > MAX_REPLY_CHARS  # the record keeps the whole answer
+    shown_in_slack = to_mrkdwn(posted.text)
+    assert len(shown_in_slack) <= MAX_REPLY_CHARS + len(TRUNCATION_NOTE)
+    assert shown_in_slack.endswith(TRUNCATION_NOTE)
     [reply_call] = await calls(runtime, "reply")
     assert reply_call.stop_reason == "max_tokens"

@@ -9,10 +9,12 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import Config
-from bot.domain import InboundMessage
+from bot.domain import InboundMessage, Notice, PostedMessage
 from bot.errors import TransportError
+from bot.escalation import Audience, Page
 from bot.runtime import build_runtime
 from bot.slack.transport import SlackSetupError, open_slack_chat
+from bot.vocabulary import EscalationState
 from bot.web.server import start_server
 from storage.models import InboundEvent
 from tests.fakes import slack_payloads as sp
@@ -89,7 +91,7 @@ async def test_a_reply_whose_answer_was_lost_is_found_in_the_thread_and_not_post
         await runtime.dispatcher.recover()
         await runtime.dispatcher.wait_idle()
         assert len(fake_slack.calls_to("chat.postMessage")) == 1
-        found = await chat.find_reply(msg)
+        found = await chat.find_answer(msg)
         assert found is not None
         thread = [m for m in fake_slack.messages_in(SUPPORT, question.ts) if m.ts != question.ts]
         assert [m.ts for m in thread] == [found.ts]
@@ -106,11 +108,16 @@ async def test_slack_failures_surface_as_transport_errors(
     chat = await open_slack_chat(slack_settings(fake_slack, sqlite_url), slack_config)
     try:
         fake_slack.mark_channel_missing("C0GONE")
-        with pytest.raises(TransportError, match="channel_not_found"):
-            await chat.post_message("C0GONE", "hello")
+        with pytest.raises(TransportError, match="channel_not_found") as missing:
+            await chat.post_notice("C0GONE", "1.1", Notice("hello"))
+        assert missing.value.code == "channel_not_found"
         fake_slack.fail_next("chat.update", status=503, count=3)
-        with pytest.raises(TransportError, match="503|internal_error"):
-            await chat.update_message(SUPPORT, "1.2", "text")
+        page = Page(escalation_id=1, round=1, level=1, state=EscalationState.PAGED, audience=Audience(("U0A1",)),
+                    requester=CUSTOMER, channel=SUPPORT, thread_ts="1.1", permalink=None, message="help",
+                    route="billing", confidence=0.9, trigger="route", reason="routed")
+        with pytest.raises(TransportError, match="503|internal_error") as failed:
+            await chat.update_page(PostedMessage(SUPPORT, "1.2"), page)
+        assert failed.value.code in ("http_503", "internal_error")
         # Idempotent calls were retried, boundedly: 1 attempt + 2 retries.
         assert len(fake_slack.calls_to("chat.update")) == 3
     finally:

@@ -57,13 +57,19 @@ async def filled(runtime: Runtime) -> Filled:
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
 
+def local_playground(runtime: Runtime) -> LocalChat | None:
+    """The runtime's chat when it is local mode's, where `supportbot serve` mounts the playground."""
+    chat = runtime.chat
+    return chat if isinstance(chat, LocalChat) and chat.capabilities.local_page_channel else None
+
+
 @pytest.fixture
 async def make_client() -> AsyncIterator[ClientFactory]:
     """Start the real aiohttp app of a runtime on 127.0.0.1 and return a client for it."""
     clients: list[TestClient] = []
 
     async def start(runtime: Runtime) -> TestClient:
-        client = TestClient(TestServer(build_web_app(runtime), host="127.0.0.1"))
+        client = TestClient(TestServer(build_web_app(runtime, playground=local_playground(runtime)), host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
         return client

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bot.runtime import Runtime
 from bot.web.server import build_web_app
-from tests.web.conftest import TOKEN, Filled
+from tests.web.conftest import TOKEN, Filled, local_playground
 
 pytestmark = pytest.mark.browser
 
@@ -53,7 +53,7 @@ async def browser() -> AsyncIterator[Any]:
 
 
 async def serve(runtime: Runtime) -> AsyncIterator[str]:
-    runner = web.AppRunner(build_web_app(runtime))
+    runner = web.AppRunner(build_web_app(runtime, playground=local_playground(runtime)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from bot.domain import InboundMessage, PostedMessage, Turn
-from bot.ports import ReplyKind
-from bot.runtime import LOCAL_ESCALATION_CHANNEL, Runtime, build_runtime
+from bot.local_chat import LOCAL_PAGE_CHANNEL, LocalChat
+from bot.ports import Capabilities
+from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
 from tests.web.conftest import ClientFactory, csrf_token
 
@@ -92,7 +92,7 @@ async def test_escalation_page_acknowledge_resolve_as_on_call(runtime: Runtime, 
     assert state["thread"]["state"] == "escalated"
     [page] = state["escalations"]
     assert page["state"] == "paged" and page["can_acknowledge"] and page["thread_ts"] == thread
-    assert page["page_channel"] == LOCAL_ESCALATION_CHANNEL
+    assert page["page_channel"] == LOCAL_PAGE_CHANNEL
     assert any("I want to speak to a human" in line["text"] for line in page["page"])
     assert "paged a person" in state["thread"]["items"][-1]["text"]
 
@@ -140,39 +140,11 @@ async def test_messages_are_validated(runtime: Runtime, make_client: ClientFacto
     assert not_json.status == 400
 
 
-class SlackLikeChat:
+class SlackLikeChat(LocalChat):
     """A stand-in for the Slack transport: the server is connected to a workspace, not the local chat."""
 
     name = "slack"
-
-    async def post_reply(self, msg: InboundMessage, text: str, *, kind: ReplyKind = "reply") -> PostedMessage:
-        return PostedMessage(msg.channel, "1.1")
-
-    async def find_reply(self, msg: InboundMessage) -> PostedMessage | None:
-        return None
-
-    async def post_message(self, channel: str, text: str, *, thread_ts: str | None = None,
-                           blocks: Sequence[Mapping[str, Any]] | None = None) -> PostedMessage:
-        return PostedMessage(channel, "1.2")
-
-    async def update_message(self, channel: str, ts: str, text: str, *,
-                             blocks: Sequence[Mapping[str, Any]] | None = None) -> None:
-        return None
-
-    async def post_ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
-        return None
-
-    async def open_dm(self, user: str) -> str:
-        return f"D{user}"
-
-    async def permalink(self, channel: str, ts: str) -> str | None:
-        return None
-
-    async def thread_history(self, channel: str, thread_ts: str) -> list[Turn]:
-        return []
-
-    async def set_working(self, msg: InboundMessage, working: bool) -> None:
-        return None
+    capabilities = Capabilities()
 
 
 async def test_with_slack_the_home_is_the_dashboard_and_there_is_no_playground(
