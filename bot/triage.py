@@ -11,7 +11,6 @@ import asyncio
 import csv
 import json
 import re
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -512,7 +511,7 @@ async def run_triage(
         if batch and mode != "batch":
             progress_console.print(f"note: the {runtime.llm.provider} provider has no Message Batches API "
                                    "(set ANTHROPIC_API_KEY); triaging directly instead", highlight=False)
-        started = time.monotonic()
+        started = runtime.clock.monotonic()
         with _progress(progress_console) as progress:
             task = progress.add_task("triage" if mode == "concurrent" else "batch", total=len(loaded.items))
             if mode == "batch":
@@ -523,7 +522,7 @@ async def run_triage(
             else:
                 outcomes = await triage_concurrently(loaded.items, runtime.llm, config, concurrency=concurrency,
                                                      on_result=lambda _outcome: progress.advance(task))
-        seconds = time.monotonic() - started
+        seconds = runtime.clock.monotonic() - started
         async with runtime.db.sessions() as session:
             calls = (await session.execute(select(func.count()).select_from(LLMCall).where(
                 LLMCall.id > before, LLMCall.purpose == "triage"))).scalar_one()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ import anthropic
 import structlog
 from anthropic.types import Message
 
+from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.errors import LLMBadOutput, LLMError, LLMUnavailable
 from bot.llm.base import RETRYABLE_KINDS, BatchProgress, LLMRequest, LLMResponse, Usage
@@ -61,12 +61,13 @@ class AnthropicLLM:
     supports_batch = True
 
     def __init__(
-        self, settings: Settings, config: Config, *, client: anthropic.AsyncAnthropic | None = None,
-        batch_polling: BatchPolling | None = None,
+        self, settings: Settings, config: Config, *, clock: Clock | None = None,
+        client: anthropic.AsyncAnthropic | None = None, batch_polling: BatchPolling | None = None,
     ) -> None:
         if settings.anthropic_api_key is None:
             raise ValueError("AnthropicLLM needs ANTHROPIC_API_KEY")
         self._llm = config.llm
+        self._clock = clock or SystemClock()
         self._batch_polling = batch_polling or BatchPolling()
         self._client = client or anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.get_secret_value(),
@@ -80,13 +81,13 @@ class AnthropicLLM:
     # --- one call -------------------------------------------------------------------------------
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        started = time.monotonic()
+        started = self._clock.monotonic()
         budget = request.deadline_s if request.deadline_s is not None else self._llm.deadline_s
         retries = request.max_retries if request.max_retries is not None else self._llm.max_retries
         params = message_params(request)
         failures: list[_Failure] = []
         while True:
-            remaining = budget - (time.monotonic() - started)
+            remaining = budget - (self._clock.monotonic() - started)
             attempt_timeout = min(self._llm.timeout_s, remaining)
             if attempt_timeout < MIN_ATTEMPT_S:
                 raise self._give_up(request, failures, "no time left in the call's deadline")
@@ -97,7 +98,7 @@ class AnthropicLLM:
                 failure = classify(exc, timeout_s=attempt_timeout)
                 failures.append(failure)
             else:
-                return parse_message(message, request, latency_ms=(time.monotonic() - started) * 1000)
+                return parse_message(message, request, latency_ms=(self._clock.monotonic() - started) * 1000)
             if not failure.retryable:
                 raise self._give_up(request, failures, None)
             if len(failures) > retries:
@@ -106,11 +107,11 @@ class AnthropicLLM:
             if wait > self._llm.max_retry_wait_s:
                 raise self._give_up(request, failures, f"the server asked to wait {wait:.0f}s, longer than "
                                     f"the {self._llm.max_retry_wait_s:.0f}s this bot waits")
-            if budget - (time.monotonic() - started) - wait < MIN_ATTEMPT_S:
+            if budget - (self._clock.monotonic() - started) - wait < MIN_ATTEMPT_S:
                 raise self._give_up(request, failures, "no time left in the call's deadline for a retry")
             log.info("llm_retry", model=request.model, purpose=request.purpose, kind=failure.kind,
                      attempt=len(failures), wait_s=round(wait, 2))
-            await asyncio.sleep(wait)
+            await self._clock.sleep(wait)
 
     def _wait_before_retry(self, failed_attempts: int, failure: _Failure) -> float:
         if failure.retry_after is not None:
@@ -132,7 +133,7 @@ class AnthropicLLM:
         self, requests: Sequence[LLMRequest], *, on_progress: Callable[[BatchProgress], None] | None = None
     ) -> list[LLMResponse | LLMError]:
         """Run `requests` through the Message Batches API: half price, answers within 24 h, not seconds."""
-        started = time.monotonic()
+        started = self._clock.monotonic()
         # Batch bookkeeping calls are not on a user's critical path: the SDK's own retries are fine.
         client = self._client.with_options(max_retries=max(2, self._llm.max_retries))
         results: list[LLMResponse | LLMError | None] = [None] * len(requests)
@@ -168,7 +169,7 @@ class AnthropicLLM:
         on_progress: Callable[[BatchProgress], None] | None,
     ) -> None:
         polling = self._batch_polling
-        started = time.monotonic()
+        started = self._clock.monotonic()
         interval = polling.first_interval_s
         pending = {batch_id for batch_id, _ in batch_ids}
         done_by_batch = {batch_id: 0 for batch_id, _ in batch_ids}
@@ -184,16 +185,16 @@ class AnthropicLLM:
                                           status="ended" if not pending else "in_progress"))
             if not pending:
                 return
-            if time.monotonic() - started > polling.timeout_s:
+            if self._clock.monotonic() - started > polling.timeout_s:
                 for batch_id in pending:
                     await client.messages.batches.cancel(batch_id)
                 raise LLMUnavailable(f"message batch not finished after {polling.timeout_s:.0f}s; canceled",
                                      kind="expired")
-            await asyncio.sleep(interval)
+            await self._clock.sleep(interval)
             interval = min(interval * 2, polling.max_interval_s)
 
     def _batch_result(self, result: Any, request: LLMRequest, started: float) -> LLMResponse | LLMError:
-        latency_ms = (time.monotonic() - started) * 1000
+        latency_ms = (self._clock.monotonic() - started) * 1000
         if result.type == "succeeded":
             try:
                 response = parse_message(result.message, request, latency_ms=latency_ms)

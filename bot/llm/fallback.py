@@ -7,11 +7,11 @@ says what each one did and the pipeline escalates to a person with an honest not
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import structlog
 
+from bot.clock import Clock
 from bot.config import LLMSection
 from bot.errors import LLMError, LLMUnavailable
 from bot.llm.base import LLM, NO_FALLBACK_KINDS, LLMRequest, LLMResponse, LLMWrapper
@@ -22,16 +22,17 @@ log = structlog.get_logger(__name__)
 class FallbackLLM(LLMWrapper):
     """Batches have no fallback: failed items are reported, and a batch job is not urgent."""
 
-    def __init__(self, inner: LLM, settings: LLMSection) -> None:
+    def __init__(self, inner: LLM, settings: LLMSection, clock: Clock) -> None:
         super().__init__(inner)
         self._settings = settings
+        self._clock = clock
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         fallback = self._settings.fallback_model
         deadline_s = request.deadline_s if request.deadline_s is not None else self._settings.deadline_s
         if not fallback or fallback == request.model:
             return await self.inner.complete(replace(request, deadline_s=deadline_s))
-        started = time.monotonic()
+        started = self._clock.monotonic()
         # Keep one attempt's worth of time for the fallback model, whatever the first one does.
         reserve = min(self._settings.timeout_s, deadline_s / 2)
         try:
@@ -39,7 +40,7 @@ class FallbackLLM(LLMWrapper):
         except LLMUnavailable as first:
             if first.kind in NO_FALLBACK_KINDS:
                 raise
-            left = deadline_s - (time.monotonic() - started)
+            left = deadline_s - (self._clock.monotonic() - started)
             log.warning("llm_fallback", model=request.model, fallback=fallback, purpose=request.purpose,
                         kind=first.kind, error=str(first)[:300])
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -30,15 +29,15 @@ class RecordingLLM(LLMWrapper):
         self._writer: asyncio.Task[None] | None = None
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
-        started = time.perf_counter()
+        started = self._clock.monotonic()
         try:
             response = await self.inner.complete(request)
         except LLMError as exc:
-            latency_ms = (time.perf_counter() - started) * 1000
+            latency_ms = (self._clock.monotonic() - started) * 1000
             await self._record([self._row(request, None, latency_ms, exc)])
             self._metrics.llm_call(request.purpose, request.model, latency_ms, None, error=exc.kind)
             raise
-        latency_ms = response.latency_ms or (time.perf_counter() - started) * 1000
+        latency_ms = response.latency_ms or (self._clock.monotonic() - started) * 1000
         [call_id] = await self._record([self._row(request, response, latency_ms, None)])
         self._metrics.llm_call(request.purpose, response.model, latency_ms, response.usage, error=None)
         return replace(response, call_id=call_id, latency_ms=latency_ms)
@@ -46,9 +45,9 @@ class RecordingLLM(LLMWrapper):
     async def complete_batch(
         self, requests: Sequence[LLMRequest], *, on_progress: Callable[[BatchProgress], None] | None = None
     ) -> list[LLMResponse | LLMError]:
-        started = time.perf_counter()
+        started = self._clock.monotonic()
         results = await super().complete_batch(requests, on_progress=on_progress)
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed_ms = (self._clock.monotonic() - started) * 1000
         rows = []
         for request, result in zip(requests, results, strict=True):
             if isinstance(result, LLMError):

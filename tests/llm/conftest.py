@@ -91,8 +91,8 @@ async def claude(online_settings: Settings) -> AsyncIterator[ClaudeStack]:
     db = open_database(online_settings.database_url)
     config = config_from()
     clock, metrics = SystemClock(), Metrics()
-    recorded = RecordingLLM(AnthropicLLM(online_settings, config), db, clock, metrics)
-    llm = FallbackLLM(CircuitBreaker(recorded, config.llm, clock, metrics), config.llm)
+    recorded = RecordingLLM(AnthropicLLM(online_settings, config, clock=clock), db, clock, metrics)
+    llm = FallbackLLM(CircuitBreaker(recorded, config.llm, clock, metrics), config.llm, clock)
     try:
         yield ClaudeStack(llm, db)
     finally:
