@@ -39,6 +39,13 @@ class BotSection(_Section):
     sensitive_keywords: list[str] = []
 
 
+class SlackSection(_Section):
+    # Answers from the model appear in the thread as they are written (voted answers never stream).
+    streaming: bool = True
+    # A stream is appended to at most this often: Slack rate-limits the stream methods.
+    stream_interval_s: Annotated[float, Field(ge=0.2, le=10.0)] = 1.0
+
+
 class RuleConfig(_Section):
     route: str
     pattern: str
@@ -244,6 +251,7 @@ class Config(_Section):
     """The whole validated config; `source` names the file it came from."""
 
     bot: BotSection = BotSection()
+    slack: SlackSection = SlackSection()
     router: RouterSection = RouterSection()
     fallback_route: str = "general"
     routes: dict[str, RouteConfig]

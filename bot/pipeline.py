@@ -19,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain import Answer, InboundMessage, ProcessResult, ThreadState, Turn, VoteResult
+from bot.domain import Answer, InboundMessage, PostedMessage, ProcessResult, ThreadState, Turn, VoteResult
 from bot.errors import LLMError, TransportError
 from bot.escalation import EscalationRequest, EscalationService
 from bot.llm.base import LLM
 from bot.metrics import Metrics
 from bot.ports import ChatPort
 from bot.router.base import RouteDecision, Router, RoutingContext
+from bot.streaming import AnswerStreamer
 from bot.vocabulary import ConversationState, Outcome, Trigger
 from bot.voting import Voter
 from handlers.persona import PersonaHandler
@@ -72,6 +73,8 @@ class Handled:
     outcome: Outcome
     escalation_id: int | None = None
     vote: VoteResult | None = None
+    # The stream this answer was written into as it came, if any.
+    stream: AnswerStreamer | None = None
 
 
 class Pipeline:
@@ -241,7 +244,7 @@ class Pipeline:
             outcome: Outcome = event.outcome or "replied"  # type: ignore[assignment]
             handled = Handled(Answer(event.reply_intent, "reply" if outcome == "replied" else "notice"), outcome)
         else:
-            handled = await self._handle(msg, thread, decision, decision_id)
+            handled = await self._handle(event, msg, thread, decision, decision_id)
         latency_ms = await self._deliver(event, msg, handled, thread.conversation_id, decision_id)
         self.metrics.messages.labels(decision.route, handled.outcome).inc()
         self.metrics.pipeline_latency.labels(handled.outcome).observe(latency_ms / 1000)
@@ -314,7 +317,8 @@ class Pipeline:
         return decision, decision_id
 
     async def _handle(
-        self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision, decision_id: int
+        self, event: InboundEvent, msg: InboundMessage, thread: ThreadState, decision: RouteDecision,
+        decision_id: int,
     ) -> Handled:
         handler = self.handlers[decision.route]
         if handler.escalates:
@@ -325,18 +329,31 @@ class Pipeline:
             vote_reason = self.voter.reason_to_vote(handler, msg.text, decision.confidence)
             if vote_reason is not None:
                 return await self._vote(msg, thread, decision, decision_id, handler, vote_reason)
+            stream = self._streamer(event, msg)
             draft = await handler.draft(self.llm, thread.history, msg.text,
-                                        conversation_id=thread.conversation_id)
+                                        conversation_id=thread.conversation_id, stream_to=stream)
         except LLMError as exc:
             log.warning("llm_failed", kind=exc.kind, error=str(exc))
             escalation_id = await self._escalate(msg, thread, decision, decision_id, "llm_failure",
                                                  f"the LLM failed ({exc.kind}): {exc}")
-            return Handled(Answer(LLM_DOWN_NOTE, "notice"), "escalated", escalation_id)
+            return Handled(Answer(LLM_DOWN_NOTE, "notice"), "escalated", escalation_id, stream=stream)
         if not draft.text:
             escalation_id = await self._escalate(msg, thread, decision, decision_id, "llm_failure",
                                                  "the LLM returned an empty reply")
-            return Handled(Answer(LLM_DOWN_NOTE, "notice"), "escalated", escalation_id)
-        return Handled(Answer(draft.text), "replied")
+            return Handled(Answer(LLM_DOWN_NOTE, "notice"), "escalated", escalation_id, stream=stream)
+        return Handled(Answer(draft.text), "replied", stream=stream)
+
+    def _streamer(self, event: InboundEvent, msg: InboundMessage) -> AnswerStreamer | None:
+        """A streamer for this message's answer, when the chat streams and no earlier attempt started one."""
+        if not (self.config.slack.streaming and self.chat.capabilities.streams) or event.stream_ts is not None:
+            return None
+
+        async def record(stream: PostedMessage) -> None:
+            async with self.db.sessions.begin() as session:
+                await repo.set_stream(session, event.id, owner=self.instance_id, ts=stream.ts)
+
+        return AnswerStreamer(self.chat, msg, self.clock, interval_s=self.config.slack.stream_interval_s,
+                              on_start=record)
 
     async def _vote(
         self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision, decision_id: int,
@@ -385,7 +402,7 @@ class Pipeline:
             async with self.db.sessions.begin() as session:
                 await repo.set_reply_intent(session, event.id, handled.answer.text, outcome=handled.outcome)
         if posted is None:
-            posted = await self.chat.post_answer(msg, handled.answer)
+            posted = await self._post(event, msg, handled)
         now = self.clock.now()
         latency_ms = (now - event.received_at).total_seconds() * 1000
         async with self.db.sessions.begin() as session:
@@ -399,6 +416,18 @@ class Pipeline:
                                            reply_text=handled.answer.text,
                                            escalated=handled.outcome == "escalated", latency_ms=latency_ms)
         return latency_ms
+
+    async def _post(self, event: InboundEvent, msg: InboundMessage, handled: Handled) -> PostedMessage:
+        """The answer into the thread: ending this attempt's stream, or a stream an earlier attempt left
+        open (it is replaced), or as a new message."""
+        if handled.stream is not None:
+            finished = await handled.stream.finish(handled.answer)
+            if finished is not None:
+                return finished
+        if event.stream_ts is not None:
+            return await self.chat.finish_stream(msg, PostedMessage(msg.channel, event.stream_ts), handled.answer,
+                                                 shown=None)
+        return await self.chat.post_answer(msg, handled.answer)
 
     # --- endings --------------------------------------------------------------------------------
 

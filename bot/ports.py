@@ -25,6 +25,8 @@ class Capabilities:
     usergroups: bool = False
     # Local mode: the channel pages go to when the config names none, with a stand-in on-call person.
     local_page_channel: str | None = None
+    # Answers can appear while they are being written (start_stream, append_stream, finish_stream).
+    streams: bool = False
 
 
 class ChatPort(Protocol):
@@ -42,6 +44,19 @@ class ChatPort(Protocol):
 
     async def find_answer(self, msg: InboundMessage) -> PostedMessage | None:
         """An answer already posted for `msg` (after a crash between posting and recording it)."""
+        ...
+
+    async def start_stream(self, msg: InboundMessage, markdown: str) -> PostedMessage:
+        """Start an answer in the message's thread that shows `markdown` and grows as text is appended."""
+        ...
+
+    async def append_stream(self, stream: PostedMessage, markdown: str) -> None: ...
+
+    async def finish_stream(self, msg: InboundMessage, stream: PostedMessage, answer: Answer, *,
+                            shown: str | None) -> PostedMessage:
+        """End a streamed answer so the thread holds exactly `answer`, complete. `shown` is the text the stream
+        shows so far; when the answer does not continue it (a retried or failed attempt), or it is unknown
+        (None: recovery after a crash), the message is replaced by the answer instead."""
         ...
 
     async def post_notice(self, channel: str, thread_ts: str, notice: Notice) -> PostedMessage: ...

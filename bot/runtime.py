@@ -62,11 +62,13 @@ class _RulesThenLocal:
         return self._rules.match(text) or await self._local.route(text, context)
 
 
-def make_llm(settings: Settings, config: Config, local: LocalRouter, clock: Clock | None = None) -> LLM:
+def make_llm(settings: Settings, config: Config, local: LocalRouter) -> LLM:
     if settings.llm_online:
         from bot.llm.anthropic import AnthropicLLM
 
-        return AnthropicLLM(settings, config, clock=clock)
+        # The provider paces itself against a real server, so it keeps the system clock even when the rest
+        # of the bot runs on a manual one (tests that step through cooldowns and re-pages).
+        return AnthropicLLM(settings, config)
 
     def classify(text: str) -> tuple[str, float]:
         prediction = local.classifier.predict(text)
@@ -132,7 +134,7 @@ async def build_runtime(
     local = LocalRouter.from_config(config, corrections)
     # Every call is recorded, including a failed one before the fallback model is tried; a model that keeps
     # failing is skipped for a while, so the fallback model (or, in a full outage, the honest note) comes at once.
-    recorded = RecordingLLM(llm or make_llm(settings, config, local, clock), db, clock, metrics)
+    recorded = RecordingLLM(llm or make_llm(settings, config, local), db, clock, metrics)
     stack = FallbackLLM(CircuitBreaker(recorded, config.llm, clock, metrics), config.llm, clock)
     chat = chat or LocalChat(clock)
     escalations = EscalationService(config, db, chat, clock)

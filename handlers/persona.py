@@ -7,8 +7,9 @@ from typing import Literal
 
 from bot.config import RouteConfig
 from bot.domain import Draft, Turn
-from bot.llm.base import LLM, ChatMessage, LLMRequest, Purpose, ToolSpec
+from bot.llm.base import LLM, ChatMessage, LLMRequest, TextSink, ToolSpec
 from bot.llm.offline import OFFLINE_BANNER
+from bot.vocabulary import Purpose
 
 HOUSE_RULES = """
 You are answering in a Slack thread on behalf of the support team ({bot_name}), as the {persona}.
@@ -41,7 +42,7 @@ class PersonaHandler:
     def request(
         self, history: Sequence[Turn], text: str, *, purpose: Purpose = "reply",
         conversation_id: int | None = None, tool: ToolSpec | None = None,
-        temperature: float | None = None, extra_system: str = "",
+        temperature: float | None = None, extra_system: str = "", stream_to: TextSink | None = None,
     ) -> LLMRequest:
         return LLMRequest(
             purpose=purpose,
@@ -53,12 +54,15 @@ class PersonaHandler:
             temperature=temperature,
             route=self.name,
             conversation_id=conversation_id,
+            stream_to=stream_to,
         )
 
     async def draft(
-        self, llm: LLM, history: Sequence[Turn], text: str, *, conversation_id: int | None = None
+        self, llm: LLM, history: Sequence[Turn], text: str, *, conversation_id: int | None = None,
+        stream_to: TextSink | None = None,
     ) -> Draft:
-        response = await llm.complete(self.request(history, text, conversation_id=conversation_id))
+        response = await llm.complete(self.request(history, text, conversation_id=conversation_id,
+                                                   stream_to=stream_to))
         return Draft(text=response.text.strip(), model=response.model, offline=response.provider == "offline")
 
     def acknowledgement(self) -> str:

@@ -142,6 +142,9 @@ class InboundEvent(Base):
     # Set just before a reply is posted and cleared with its ts after, so a crash in between
     # is detected on recovery and checked against the thread instead of posting twice.
     reply_intent: Mapped[str | None] = mapped_column(Text)
+    # A streamed answer's message, set when its stream starts: a retry after a crash ends or replaces
+    # that message instead of posting a second answer.
+    stream_ts: Mapped[str | None] = mapped_column(String(32))
     reply_ts: Mapped[str | None] = mapped_column(String(32))
     outcome: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)

@@ -192,6 +192,11 @@ async def set_reply_intent(session: AsyncSession, inbox_id: int, text: str, *, o
     await session.execute(_INBOUND_BY_ID, {"b_id": inbox_id, "reply_intent": text, "outcome": outcome})
 
 
+async def set_stream(session: AsyncSession, inbox_id: int, *, owner: str, ts: str) -> None:
+    """A streamed answer started at `ts`: recorded before anything else, so recovery finds it."""
+    await session.execute(_INBOUND_BY_ID_AND_OWNER, {"b_id": inbox_id, "b_owner": owner, "stream_ts": ts})
+
+
 async def complete_inbound(
     session: AsyncSession, inbox_id: int, *, owner: str, reply_ts: str, outcome: str, now: datetime,
     error: str | None = None,

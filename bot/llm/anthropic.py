@@ -23,7 +23,7 @@ from anthropic.types import Message
 from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.errors import LLMBadOutput, LLMError, LLMUnavailable
-from bot.llm.base import RETRYABLE_KINDS, BatchProgress, LLMRequest, LLMResponse, Usage
+from bot.llm.base import RETRYABLE_KINDS, BatchProgress, LLMRequest, LLMResponse, TextSink, Usage
 from bot.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -93,7 +93,11 @@ class AnthropicLLM:
                 raise self._give_up(request, failures, "no time left in the call's deadline")
             try:
                 async with asyncio.timeout(attempt_timeout):
-                    message = await self._client.messages.create(**params, timeout=attempt_timeout)
+                    if request.stream_to is not None and request.tool is None:
+                        message = await self._streamed(params, request.stream_to, attempt_timeout,
+                                                       restart=bool(failures))
+                    else:
+                        message = await self._client.messages.create(**params, timeout=attempt_timeout)
             except Exception as exc:  # every failure is classified; none escapes as a raw SDK error
                 failure = classify(exc, timeout_s=attempt_timeout)
                 failures.append(failure)
@@ -112,6 +116,15 @@ class AnthropicLLM:
             log.info("llm_retry", model=request.model, purpose=request.purpose, kind=failure.kind,
                      attempt=len(failures), wait_s=round(wait, 2))
             await self._clock.sleep(wait)
+
+    async def _streamed(self, params: dict[str, Any], sink: TextSink, timeout_s: float, *, restart: bool) -> Message:
+        """One attempt as a stream: each text delta goes to `sink` as it arrives."""
+        if restart:
+            await sink.restart()
+        async with self._client.messages.stream(**params, timeout=timeout_s) as stream:
+            async for delta in stream.text_stream:
+                await sink.write(delta)
+            return await stream.get_final_message()
 
     def _wait_before_retry(self, failed_attempts: int, failure: _Failure) -> float:
         if failure.retry_after is not None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from bot.vocabulary import Purpose
 
 if TYPE_CHECKING:
     from bot.errors import LLMError
-
-Purpose = Literal["route", "reply", "vote", "judge", "triage"]
 
 # The `kind` of an LLMError, as recorded in llm_calls.error and the supportbot_llm_errors_total metric:
 #   rate_limited (429), overloaded (529), server_error (other 5xx, 409), timeout (an attempt ran out of
@@ -37,6 +37,16 @@ class ChatMessage:
     content: str
 
 
+class TextSink(Protocol):
+    """Receives a reply's text while the model writes it (a streamed answer)."""
+
+    async def write(self, delta: str) -> None: ...
+
+    async def restart(self) -> None:
+        """What was written so far is void (the attempt failed); the next write starts the reply anew."""
+        ...
+
+
 @dataclass(frozen=True)
 class LLMRequest:
     purpose: Purpose
@@ -52,9 +62,8 @@ class LLMRequest:
     # Per-call overrides of the `[llm]` budget, set by the fallback step; None = the configured value.
     deadline_s: float | None = None
     max_retries: int | None = None
-
-    def with_model(self, model: str) -> LLMRequest:
-        return replace(self, model=model)
+    # Where the text goes as it is written (plain replies only); the response still carries all of it.
+    stream_to: TextSink | None = None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class FallbackLLM(LLMWrapper):
             if first.kind in NO_FALLBACK_KINDS:
                 raise
             left = deadline_s - (self._clock.monotonic() - started)
+            if request.stream_to is not None:
+                await request.stream_to.restart()
             log.warning("llm_fallback", model=request.model, fallback=fallback, purpose=request.purpose,
                         kind=first.kind, error=str(first)[:300])
             try:

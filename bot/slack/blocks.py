@@ -29,9 +29,10 @@ def reply_metadata(dedupe_key: str) -> dict[str, Any]:
     return {"event_type": REPLY_EVENT_TYPE, "event_payload": {"dedupe_key": dedupe_key}}
 
 
-def reply_blocks(text: str, *, request_value: str | None) -> list[dict[str, Any]]:
-    """The answer as mrkdwn sections; with `request_value`, a button to ask for a person."""
-    blocks: list[dict[str, Any]] = [
+def reply_blocks(text: str | None, *, request_value: str | None) -> list[dict[str, Any]]:
+    """The answer as mrkdwn sections (none for a streamed answer, whose text the stream holds); with
+    `request_value`, a button to ask for a person."""
+    blocks: list[dict[str, Any]] = [] if text is None else [
         {"type": "section", "text": {"type": "mrkdwn", "text": chunk}} for chunk in split_sections(text)
     ]
     if request_value is not None:

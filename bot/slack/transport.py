@@ -4,6 +4,7 @@ It renders the core's values for Slack: Markdown to mrkdwn, pages to Block Kit (
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -34,6 +35,12 @@ WORKING_STATUS: Final = "is looking into it…"
 # conversations.replies pages read when looking for a reply or loading a thread.
 PAGE_SIZE: Final = 200
 MAX_PAGES: Final = 10
+# chat.startStream errors that will not go away by asking again (streaming is not available here).
+STREAMING_UNAVAILABLE: Final = frozenset({
+    "unknown_method", "not_allowed_token_type", "missing_scope", "feature_not_enabled", "not_enabled",
+    "method_deprecated", "team_access_not_granted"})
+# A message that cannot be updated any more: the answer is posted anew.
+GONE: Final = frozenset({"message_not_found", "cant_update_message", "channel_not_found"})
 # How far back in a page channel (newest first) a lost page is looked for.
 PAGE_HISTORY_LIMIT: Final = 100
 # Slack answers these when the working indicator is already in the wanted state.
@@ -57,7 +64,7 @@ class SlackChat:
     name: Final = "slack"
     # Reply metadata and page block ids find lost posts (scopes channels:history, groups:history, im:history);
     # usergroups.users.list needs usergroups:read.
-    capabilities: Final = Capabilities(finds_lost_posts=True, usergroups=True)
+    capabilities: Final = Capabilities(finds_lost_posts=True, usergroups=True, streams=True)
 
     def __init__(
         self, client: AsyncWebClient, *, quick_client: AsyncWebClient | None = None,
@@ -69,6 +76,9 @@ class SlackChat:
         self._session = session
         self._history_budget = history_budget_chars
         self._identity: BotIdentity | None = None
+        # Set when Slack refused to start a stream for a reason that will not go away (an old workspace, a
+        # missing scope): later answers are posted whole at once instead of asking again each time.
+        self._streaming_refused: str | None = None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -86,9 +96,9 @@ class SlackChat:
 
     async def post_answer(self, msg: InboundMessage, answer: Answer) -> PostedMessage:
         text = without_pings(to_mrkdwn(answer.text))
-        button = thread_key(msg.team, msg.channel, msg.root_ts) if answer.offers_human else None
         response = await self._call("chat.postMessage", self.client.chat_postMessage(
-            channel=msg.channel, thread_ts=msg.root_ts, text=text, blocks=reply_blocks(text, request_value=button),
+            channel=msg.channel, thread_ts=msg.root_ts, text=text,
+            blocks=reply_blocks(text, request_value=self._request_value(msg, answer)),
             metadata=reply_metadata(msg.dedupe_key), unfurl_links=False, unfurl_media=False,
         ))
         return PostedMessage(str(response["channel"]), str(response["ts"]))
@@ -102,6 +112,67 @@ class SlackChat:
             if isinstance(payload, Mapping) and payload.get("dedupe_key") == msg.dedupe_key:
                 return PostedMessage(msg.channel, str(message["ts"]))
         return None
+
+    # --- streamed answers -----------------------------------------------------------------------
+    # Stream calls go out once, without the client's retries: a repeated append would show its text twice,
+    # and a repeated start would leave a second, empty answer behind. The pipeline's streamer copes with a
+    # failed call (it stops appending, and the final call replaces what the message shows).
+
+    async def start_stream(self, msg: InboundMessage, markdown: str) -> PostedMessage:
+        if self._streaming_refused is not None:
+            raise TransportError(f"Slack refused streaming earlier ({self._streaming_refused})",
+                                 code=self._streaming_refused)
+        # Slack needs to know whom a stream in a channel is for; a DM has one recipient already.
+        in_dm = msg.channel_type == "im"
+        try:
+            response = await self._call("chat.startStream", self._quick.chat_startStream(
+                channel=msg.channel, thread_ts=msg.root_ts, markdown_text=without_pings(markdown),
+                recipient_team_id=None if in_dm else msg.team, recipient_user_id=None if in_dm else msg.user))
+        except TransportError as exc:
+            if exc.code in STREAMING_UNAVAILABLE:
+                log.warning("slack_streaming_unavailable", code=exc.code)
+                self._streaming_refused = exc.code
+            raise
+        return PostedMessage(str(response["channel"]), str(response["ts"]))
+
+    async def append_stream(self, stream: PostedMessage, markdown: str) -> None:
+        await self._call("chat.appendStream", self._quick.chat_appendStream(
+            channel=stream.channel, ts=stream.ts, markdown_text=without_pings(markdown)))
+
+    async def finish_stream(self, msg: InboundMessage, stream: PostedMessage, answer: Answer, *,
+                            shown: str | None) -> PostedMessage:
+        """Stop the stream with the rest of the answer and its buttons; when the answer does not continue what
+        the stream shows (or the stream is gone), stop it and replace the message with the answer."""
+        blocks = reply_blocks(None, request_value=self._request_value(msg, answer))
+        metadata = reply_metadata(msg.dedupe_key)
+        if shown is not None and answer.text.startswith(shown):
+            rest = without_pings(answer.text[len(shown):])
+            try:
+                await self._call("chat.stopStream", self._quick.chat_stopStream(
+                    channel=stream.channel, ts=stream.ts, markdown_text=rest or None, blocks=blocks or None,
+                    metadata=metadata))
+                return stream
+            except TransportError as exc:
+                log.info("stream_stop_failed", code=exc.code)
+        else:
+            with contextlib.suppress(TransportError):  # already stopped or expired: it is replaced just below
+                await self._call("chat.stopStream", self._quick.chat_stopStream(channel=stream.channel, ts=stream.ts))
+        text = without_pings(to_mrkdwn(answer.text))
+        try:
+            await self._call("chat.update", self.client.chat_update(
+                channel=stream.channel, ts=stream.ts, text=text,
+                blocks=reply_blocks(text, request_value=self._request_value(msg, answer)), metadata=metadata))
+        except TransportError as exc:
+            if exc.code not in GONE:
+                raise
+            # The streamed message is gone (deleted): the answer is posted anew.
+            return await self.post_answer(msg, answer)
+        return stream
+
+    @staticmethod
+    def _request_value(msg: InboundMessage, answer: Answer) -> str | None:
+        """The "Get a human" button's value on an answer that offers a person."""
+        return thread_key(msg.team, msg.channel, msg.root_ts) if answer.offers_human else None
 
     async def post_notice(self, channel: str, thread_ts: str, notice: Notice) -> PostedMessage:
         text = to_mrkdwn(notice.template)

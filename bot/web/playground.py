@@ -7,6 +7,8 @@ transport's posts, so what it shows is what the bot really did.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from functools import partial
 from typing import Any
@@ -19,6 +21,7 @@ from bot.escalation.page import EXPIRED_STATUS, NOBODY_ON_CALL, Page
 from bot.local_chat import LocalChat
 from bot.web.dashboard import Dashboard
 from bot.web.review import decision_json, thread_view
+from bot.web.security import add_security_headers
 from storage import repositories as repo
 from storage.models import Escalation, InboundEvent
 
@@ -29,6 +32,10 @@ CUSTOMER_USER = "UCUSTOMER"
 # Only used if the escalation service names nobody at all (it has a local stand-in in local mode).
 FALLBACK_ONCALL_USER = "UONCALL"
 MAX_TEXT = 4000
+# An event stream looks again this often for changes the chat does not announce (the database's), and ends
+# after EVENTS_MAX_S (the browser reconnects), so no request lives for ever.
+EVENTS_RECHECK_S = 2.0
+EVENTS_MAX_S = 300.0
 ACTIONS = ("acknowledge", "resolve")
 
 
@@ -42,6 +49,7 @@ def add_playground_routes(app: web.Application, dashboard: Dashboard, chat: Loca
     dashboard.playground_enabled = True
     app.router.add_get("/playground", guard(partial(_page, dashboard), page=True))
     app.router.add_get("/api/playground/state", guard(partial(_state, dashboard, chat), page=False))
+    app.router.add_get("/api/playground/events", guard(partial(_events, dashboard, chat), page=False))
     app.router.add_post("/api/playground/messages", guard(partial(_send, dashboard, chat), page=False))
     app.router.add_post("/api/playground/staff-replies", guard(partial(_staff_reply, dashboard, chat), page=False))
     app.router.add_post("/api/playground/escalations/{id:\\d+}/{action}",
@@ -116,8 +124,33 @@ def _root(event: InboundEvent) -> str:
 
 
 async def _state(dashboard: Dashboard, chat: LocalChat, request: web.Request) -> web.StreamResponse:
-    runtime = dashboard.runtime
+    return web.json_response(await _snapshot(dashboard, chat, request.query.get("thread") or None))
+
+
+async def _events(dashboard: Dashboard, chat: LocalChat, request: web.Request) -> web.StreamResponse:
+    """The channel as server-sent events: a `state` event whenever it changes, so answers appear as they are
+    written. The browser's EventSource reconnects by itself once a stream ends (after EVENTS_MAX_S)."""
     selected = request.query.get("thread") or None
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+    add_security_headers(response)
+    await response.prepare(request)
+    clock = dashboard.runtime.clock
+    started, sent, version = clock.monotonic(), "", -1
+    try:
+        while clock.monotonic() - started < EVENTS_MAX_S and not request.transport.is_closing():  # type: ignore[union-attr]
+            version = await chat.changed_since(version, EVENTS_RECHECK_S)
+            state = json.dumps(await _snapshot(dashboard, chat, selected))
+            # Database-only changes (a route decided) show on the next recheck; unchanged states are not sent.
+            payload = f"event: state\ndata: {state}\n\n" if state != sent else ": keep-alive\n\n"
+            sent = state
+            await response.write(payload.encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+async def _snapshot(dashboard: Dashboard, chat: LocalChat, selected: str | None) -> dict[str, Any]:
+    runtime = dashboard.runtime
     async with runtime.db.sessions() as session:
         events = await repo.inbound_for_channel(session, team=chat.team, channel=PLAYGROUND_CHANNEL)
         conversations = {c.thread_ts: c for c, _ in await repo.recent_conversations(
@@ -141,12 +174,12 @@ async def _state(dashboard: Dashboard, chat: LocalChat, request: web.Request) ->
     if selected:
         thread = _thread(dashboard, chat, selected, [e for e in events if _root(e) == selected], review)
     thread_of = {c.id: ts for ts, c in conversations.items()}
-    return web.json_response({
+    return {
         "channel": PLAYGROUND_CHANNEL, "customer": CUSTOMER_USER, "oncall": oncall_user(dashboard),
         "route_classes": {route: "c" + color.lstrip("#") for route, color in dashboard.colors().items()},
         "threads": threads[:50], "thread": thread,
         "escalations": [_escalation(chat, e, thread_of.get(e.conversation_id)) for e in escalations],
-    })
+    }
 
 
 def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[InboundEvent],
@@ -169,7 +202,8 @@ def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[
     for post in chat.posts_in(PLAYGROUND_CHANNEL, thread_ts):
         if post.ts not in items:
             kind = "bot" if post.kind == "answer" else "notice"
-            items[post.ts] = {"ts": post.ts, "kind": kind, "user": None, "text": plain(post.text)}
+            items[post.ts] = {"ts": post.ts, "kind": kind, "user": None, "text": plain(post.text),
+                              "streaming": post.streaming}
     working = any(item.get("status") in ("pending", "processing") for item in items.values())
     conversation = review.conversation if review else None
     return {

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import json
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from bot.llm.base import LLMRequest, LLMResponse
 from bot.local_chat import LOCAL_PAGE_CHANNEL, LocalChat
 from bot.ports import Capabilities
 from bot.runtime import Runtime, build_runtime
@@ -158,5 +161,61 @@ async def test_with_slack_the_home_is_the_dashboard_and_there_is_no_playground(
         page = await client.get("/playground")
         assert page.status == 404 and "local mode only" in await page.text()
         assert 'href="/playground"' not in await (await client.get("/decisions")).text()
+    finally:
+        await runtime.close()
+
+
+class SteppedLLM:
+    """An LLM port that writes its answer in two steps through the stream sink, the second on `go`."""
+
+    provider = "stepped"
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        assert request.tool is None and request.stream_to is not None
+        await request.stream_to.write("Restart the app, ")
+        await self.go.wait()
+        await request.stream_to.write("then upload the file again.")
+        return LLMResponse(text="Restart the app, then upload the file again.", model=request.model,
+                           provider=self.provider)
+
+
+async def read_events(response: ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """The `state` events of a server-sent event stream, as they arrive."""
+    event = None
+    while line := (await response.content.readline()).decode():
+        if line.startswith("event: "):
+            event = line[7:].strip()
+        elif line.startswith("data: ") and event == "state":
+            yield json.loads(line[6:])
+
+
+async def test_answers_appear_in_the_playground_while_they_are_written(
+    settings: Settings, config: Any, make_client: ClientFactory
+) -> None:
+    llm = SteppedLLM()
+    runtime = await build_runtime(settings, config, chat=LocalChat(), llm=llm, instance_id="stream-1")
+    try:
+        play = await playground(await make_client(runtime))
+        thread = await play.send("the app crashes every time I upload a file")
+        events = await play.client.get(f"/api/playground/events?thread={thread}")
+        assert events.status == 200 and events.headers["Content-Type"] == "text/event-stream"
+        assert events.headers["X-Content-Type-Options"] == "nosniff"
+        seen: list[tuple[str, bool]] = []
+        async with asyncio.timeout(20):
+            async for state in read_events(events):
+                bots = [item for item in state["thread"]["items"] if item["kind"] == "bot"]
+                if bots:
+                    seen.append((bots[0]["text"], bots[0].get("streaming", False)))
+                    llm.go.set()
+                if bots and not bots[0].get("streaming") and settled(state):
+                    break
+        events.close()
+        # First the words written so far, still streaming; then the whole answer, once.
+        assert seen[0] == ("Restart the app, ", True)
+        assert seen[-1] == ("Restart the app, then upload the file again.", False)
+        assert len(runtime.chat.posts_in("CPLAYGROUND", thread)) == 1  # type: ignore[attr-defined]
     finally:
         await runtime.close()

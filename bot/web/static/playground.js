@@ -10,6 +10,8 @@
   const POLL_MS = 1000;
   let selected = threadFromHash();
   let timer = null;
+  let events = null;
+  let eventFailures = 0;
   let routeClasses = {};
 
   function threadFromHash() {
@@ -107,7 +109,7 @@
     for (const item of thread.items) {
       const li = el("li", { class: `item kind-${item.kind}`, "data-kind": item.kind, "data-ts": item.ts },
         el("header", null, el("strong", null, LABELS[item.kind] || item.kind), item.user ? ` ${item.user}` : ""),
-        el("div", { class: "body" }, item.text));
+        el("div", { class: item.streaming ? "body streaming" : "body" }, item.text));
       if (item.kind === "customer") {
         if (item.decision) li.append(decisionLine(item.decision));
         else if (item.status === "pending" || item.status === "processing") li.append(el("div", { class: "pending" }, "routing…"));
@@ -161,19 +163,43 @@
     }
   }
 
-  async function refresh() {
+  function render(state) {
+    routeClasses = state.route_classes || {};
+    renderThreads(state.threads);
+    renderThread(state.thread);
+    renderPages(state.escalations);
+  }
+
+  // Changes arrive as server-sent events (answers appear while they are written); where the event stream
+  // cannot be kept open, the page polls instead.
+  function refresh() {
     clearTimeout(timer);
+    if (events) events.close();
+    events = null;
+    const query = selected ? `?thread=${encodeURIComponent(selected)}` : "";
+    if (window.EventSource && eventFailures < 3) {
+      events = new EventSource(`/api/playground/events${query}`);
+      events.addEventListener("state", (event) => {
+        eventFailures = 0;
+        notice("", false);
+        render(JSON.parse(event.data));
+      });
+      events.onerror = () => {
+        eventFailures += 1;
+        if (eventFailures >= 3) refresh();
+      };
+      return;
+    }
+    poll(query);
+  }
+
+  async function poll(query) {
     try {
-      const query = selected ? `?thread=${encodeURIComponent(selected)}` : "";
-      const state = await call("GET", `/api/playground/state${query}`);
-      routeClasses = state.route_classes || {};
-      renderThreads(state.threads);
-      renderThread(state.thread);
-      renderPages(state.escalations);
+      render(await call("GET", `/api/playground/state${query}`));
     } catch (error) {
       notice(`Cannot reach the server: ${error.message || error}`, true);
     }
-    timer = setTimeout(refresh, document.hidden ? POLL_MS * 5 : POLL_MS);
+    timer = setTimeout(() => poll(query), document.hidden ? POLL_MS * 5 : POLL_MS);
   }
 
   function onSubmit(formId, send) {
@@ -221,6 +247,6 @@
     });
   }
   window.addEventListener("hashchange", () => { selected = threadFromHash(); refresh(); });
-  document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden && !events) refresh(); });
   refresh();
 })();
