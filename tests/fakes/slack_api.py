@@ -1474,7 +1474,7 @@ class FakeSlackAPI:
             elif kind not in ("task_update", "plan_update"):  # task cards show no message text
                 raise _SlackError(
                     "invalid_chunks",
-                    messages=[f"[ERROR] unsupported chunk: {kind} [json-pointer:/chunks/{i}]"],
+                    messages=[f"[ERROR] invalid chunk: {kind} [json-pointer:/chunks/{i}]"],
                 )
         if any(len(piece) > MARKDOWN_TEXT_LIMIT for piece in pieces):
             raise _SlackError("msg_too_long")
