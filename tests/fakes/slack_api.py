@@ -328,10 +328,6 @@ def _label(button: Mapping[str, Any]) -> str:
     return str(text.get("text", "")) if isinstance(text, dict) else ""
 
 
-def _too_long(value: Any, limit: int) -> bool:
-    return isinstance(value, str) and len(value) > limit
-
-
 def _plain_text_problem(value: Any, where: str, limit: int) -> str | None:
     if not isinstance(value, dict):
         return f"must provide an object [json-pointer:{where}]"
@@ -357,7 +353,7 @@ def _optional_string_problem(
     value = element[name]
     if not isinstance(value, str) or not value:
         return f"must be a non-empty string [json-pointer:{where}/{name}]"
-    if _too_long(value, limit):
+    if len(value) > limit:
         return f"must be less than {limit + 1} characters [json-pointer:{where}/{name}]"
     return None
 
