@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import itertools
@@ -526,6 +527,29 @@ class _Stopped(Exception):
     """Raised inside handlers when the fake is stopping."""
 
 
+class _Cut(Exception):
+    """Raised inside a stream when a planned cut is due."""
+
+
+@dataclass(frozen=True)
+class _StreamCut:
+    """A streamed reply to break after `after_chunks` content deltas."""
+
+    after_chunks: int
+    error_type: str | None  # None: close the connection without a word
+    message: str
+
+
+def _output_chars(content: Iterable[Mapping[str, Any]]) -> int:
+    """Characters the model writes for `content`: text, or the JSON of a tool's input."""
+    return sum(
+        len(str(b.get("text", "")))
+        if b.get("type") == "text"
+        else len(json.dumps(b.get("input", {})))
+        for b in content
+    )
+
+
 @dataclass
 class _Batch:
     id: str
@@ -566,6 +590,8 @@ class FakeAnthropicAPI:
         batch_end_after_polls: int | None = 1,
         batch_end_after_s: float | None = None,
         stream_chunk_chars: int = 16,
+        first_token_s: float = 0.0,
+        tokens_per_s: float | None = None,
     ) -> None:
         self.api_key = api_key
         self.latency_s = latency_s
@@ -579,6 +605,12 @@ class FakeAnthropicAPI:
         self.batch_end_after_polls = batch_end_after_polls
         self.batch_end_after_s = batch_end_after_s
         self.stream_chunk_chars = stream_chunk_chars
+        # The model's pace, from when the fake starts answering: the first token after
+        # `first_token_s`, then `tokens_per_s` (about 4 characters a token; None: at once).
+        # A streamed reply shows it delta by delta; an unstreamed one arrives when its
+        # streamed twin would have finished.
+        self.first_token_s = first_token_s
+        self.tokens_per_s = tokens_per_s
         self.responder: Responder = self.default_responder
         self.requests: list[RecordedRequest] = []
         self.batch_items: list[RecordedRequest] = []
@@ -603,6 +635,7 @@ class FakeAnthropicAPI:
         self._fault_retry_after: float | None = None
         self._faults_left: int | None = None
         self._tool_handlers: dict[str, ToolHandler] = {}
+        self._stream_cuts: deque[_StreamCut] = deque()
         self._cache: set[str] = set()
         self._batches: dict[str, _Batch] = {}
 
@@ -694,13 +727,38 @@ class FakeAnthropicAPI:
         self._fault_retry_after = retry_after
         self._faults_left = max_faults
 
+    def fail_stream_next(
+        self,
+        after_chunks: int = 1,
+        error_type: str = "overloaded_error",
+        message: str | None = None,
+        *,
+        count: int = 1,
+    ) -> None:
+        """Break the next `count` streamed replies after `after_chunks` content deltas with an
+        `error` event, as the API does when it is overloaded mid-answer: the HTTP status was
+        already 200 and no `message_stop` follows. Unstreamed calls are not affected."""
+        status = next((code for code, kind in ERROR_TYPES.items() if kind == error_type), None)
+        text_ = message or _ERROR_MESSAGES.get(status or 0, f"Fake {error_type}.")
+        for _ in range(count):
+            self._stream_cuts.append(_StreamCut(after_chunks, error_type, text_))
+
+    def drop_stream_next(self, after_chunks: int = 1, *, count: int = 1) -> None:
+        """Close the connection of the next `count` streamed replies after `after_chunks`
+        content deltas, without an error event (a network cut or a crashed proxy)."""
+        for _ in range(count):
+            self._stream_cuts.append(_StreamCut(after_chunks, None, ""))
+
     def reset(self) -> None:
-        """Forget requests, replies, faults, caches, batches and counters; keep serving."""
+        """Forget requests, replies, faults, caches, batches, counters and the pace (latency,
+        first token, tokens per second); keep serving."""
         self.requests.clear()
         self.batch_items.clear()
         self.responder_errors.clear()
         self.responder = self.default_responder
         self.latency_s = 0.0
+        self.first_token_s = 0.0
+        self.tokens_per_s = None
         # in_flight counts live handlers, so it survives a reset; the peak restarts from it
         self.max_in_flight = self.in_flight
         self._clear_state()
@@ -948,7 +1006,9 @@ class FakeAnthropicAPI:
         body = self._message_body(recorded, reply)
         headers = {"request-id": self._new_id("req_fake"), **reply.headers}
         if recorded.stream:
-            return await self._stream(request, body, headers)
+            cut = self._stream_cuts.popleft() if self._stream_cuts else None
+            return await self._stream(request, body, headers, cut)
+        await self._pause(self._writing_s(_output_chars(body["content"])))
         return web.json_response(body, headers=headers)
 
     def _message_body(self, request: RecordedRequest, reply: Reply) -> JSONObject:
@@ -969,16 +1029,10 @@ class FakeAnthropicAPI:
                     block["text"] = str(block["text"])[: max(0, budget - total)]
                     stop_reason = "max_tokens"
                 total += chars
-        output_chars = sum(
-            len(str(b.get("text", "")))
-            if b.get("type") == "text"
-            else len(json.dumps(b.get("input", {})))
-            for b in content
-        )
         output_tokens = (
             reply.output_tokens
             if reply.output_tokens is not None
-            else estimate_tokens(output_chars)
+            else estimate_tokens(_output_chars(content))
         )
         return {
             "id": self._new_id("msg_fake"),
@@ -1071,14 +1125,31 @@ class FakeAnthropicAPI:
 
     # ----------------------------------------------------------------- streaming
 
+    def _writing_s(self, chars: int) -> float:
+        """Seconds after an answer starts at which the model, at the fake's pace, has written
+        `chars` characters (the first token's wait included)."""
+        paced = chars / 4 / self.tokens_per_s if self.tokens_per_s else 0.0
+        return self.first_token_s + paced
+
     async def _stream(
-        self, request: web.Request, body: JSONObject, headers: Mapping[str, str]
+        self,
+        request: web.Request,
+        body: JSONObject,
+        headers: Mapping[str, str],
+        cut: _StreamCut | None,
     ) -> web.StreamResponse:
+        began = time.monotonic()
         response = web.StreamResponse(
             status=200,
             headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
         )
         await response.prepare(request)
+        written = 0  # characters of output sent so far
+        deltas = 0
+
+        async def at(chars: int) -> None:
+            await self._pause(began + self._writing_s(chars) - time.monotonic())
+
         try:
             start = {
                 **body,
@@ -1103,6 +1174,7 @@ class FakeAnthropicAPI:
                     payload, delta_type, key = str(block.get("text", "")), "text_delta", "text"
                 else:
                     opening, payload, delta_type, key = block, "", "", ""
+                await at(written)
                 await response.write(
                     _sse(
                         "content_block_start",
@@ -1110,17 +1182,28 @@ class FakeAnthropicAPI:
                     )
                 )
                 for offset in range(0, len(payload), step):
-                    await self._pause(0)
-                    delta = {"type": delta_type, key: payload[offset : offset + step]}
+                    if cut is not None and deltas == cut.after_chunks:
+                        raise _Cut
+                    await at(written)
+                    piece = payload[offset : offset + step]
                     await response.write(
                         _sse(
                             "content_block_delta",
-                            {"type": "content_block_delta", "index": index, "delta": delta},
+                            {
+                                "type": "content_block_delta",
+                                "index": index,
+                                "delta": {"type": delta_type, key: piece},
+                            },
                         )
                     )
+                    written += len(piece)
+                    deltas += 1
                 await response.write(
                     _sse("content_block_stop", {"type": "content_block_stop", "index": index})
                 )
+            if cut is not None:
+                raise _Cut
+            await at(written)
             await response.write(
                 _sse(
                     "message_delta",
@@ -1133,9 +1216,28 @@ class FakeAnthropicAPI:
             )
             await response.write(_sse("message_stop", {"type": "message_stop"}))
             await response.write_eof()
+        except _Cut:
+            assert cut is not None
+            await self._cut(request, response, cut, headers)
         except (_Stopped, ConnectionResetError):
             pass
         return response
+
+    async def _cut(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        cut: _StreamCut,
+        headers: Mapping[str, str],
+    ) -> None:
+        if cut.error_type is None:
+            if request.transport is not None:
+                request.transport.abort()
+            return
+        error_body = self._error_body(cut.error_type, cut.message, headers["request-id"])
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(_sse("error", error_body))
+            await response.write_eof()
 
     # ----------------------------------------------------------------- batches
 

@@ -26,15 +26,29 @@ from tests.fakes import slack_payloads as payloads
 
 EnvelopeType = Literal["events_api", "interactive", "slash_commands"]
 DisconnectReason = Literal["refresh_requested", "warning", "link_disabled"]
+# A streamed message is "streaming" until chat.stopStream ("stopped") or until Slack gives up
+# on it ("expired"); either way it is then frozen and chat.update works on it again.
+StreamState = Literal["streaming", "stopped", "expired"]
 
 # Form-encoded callers send these as JSON strings; the fake decodes them so tests see objects.
 JSON_FIELDS = frozenset(
-    {"blocks", "attachments", "metadata", "prompts", "loading_messages", "unfurls", "view"}
+    {
+        "blocks",
+        "attachments",
+        "metadata",
+        "prompts",
+        "loading_messages",
+        "unfurls",
+        "view",
+        "chunks",
+    }
 )
 FIRST_TS_MICROS = 1_700_000_000_000_100
 TS_STEP_MICROS = 100
 PERMALINK_BASE = "https://fake.slack.com/archives"
 DROPPED = 0  # SlackCall.status of an attempt whose connection was closed without a response
+STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
+MARKDOWN_TEXT_LIMIT = 12_000  # characters of markdown_text per stream call, as Slack documents
 
 
 # ------------------------------------------------------------------ records
@@ -49,7 +63,9 @@ class SlackCall:
     headers: dict[str, str]
     at: float  # time.monotonic() when the request arrived
     status: int = 200  # HTTP status sent back; DROPPED (0) when the connection was cut
-    response: dict[str, Any] | None = None  # JSON body sent back, None when dropped or not JSON
+    # JSON body sent back; None when not JSON or the connection was cut before any work was
+    # done; with drop_response_next, the body the call earned but never received.
+    response: dict[str, Any] | None = None
     token: str | None = None
 
     @property
@@ -84,6 +100,7 @@ class SlackMessage:
     edited_ts: str | None = None
     visible_to: str | None = None  # set on ephemeral messages only
     extra: Mapping[str, Any] = field(default_factory=dict)
+    stream_state: StreamState | None = None  # set on messages made by chat.startStream only
 
     @property
     def is_reply(self) -> bool:
@@ -189,6 +206,7 @@ class _Fault:
     body: str | None
     drop: bool
     remaining: int
+    after_processing: bool = False  # drop only: the call takes effect, its answer is lost
 
 
 @dataclass
@@ -294,6 +312,145 @@ def _flatten(multi: MultiMapping[Any]) -> dict[str, Any]:
     return flat
 
 
+@dataclass
+class _StreamClock:
+    """When a stream still open started and was last appended to (the fake's clock)."""
+
+    started_at: float
+    appended_at: float
+
+
+# ------------------------------------------------- Block Kit: context_actions
+
+
+def _label(button: Mapping[str, Any]) -> str:
+    text = button.get("text")
+    return str(text.get("text", "")) if isinstance(text, dict) else ""
+
+
+def _plain_text_problem(value: Any, where: str, limit: int) -> str | None:
+    if not isinstance(value, dict):
+        return f"must provide an object [json-pointer:{where}]"
+    if value.get("type") != "plain_text":
+        return f"must be a plain_text text object [json-pointer:{where}/type]"
+    if unknown := sorted(value.keys() - {"type", "text", "emoji"}):
+        return f"unsupported field: {unknown[0]} [json-pointer:{where}]"
+    text = value.get("text")
+    if not isinstance(text, str) or not text:
+        return f"missing required field: text [json-pointer:{where}]"
+    if len(text) > limit:
+        return f"must be less than {limit + 1} characters [json-pointer:{where}/text]"
+    if "emoji" in value and not isinstance(value["emoji"], bool):
+        return f"must be a boolean [json-pointer:{where}/emoji]"
+    return None
+
+
+def _optional_string_problem(
+    element: Mapping[str, Any], name: str, where: str, limit: int
+) -> str | None:
+    if name not in element:
+        return None
+    value = element[name]
+    if not isinstance(value, str) or not value:
+        return f"must be a non-empty string [json-pointer:{where}/{name}]"
+    if len(value) > limit:
+        return f"must be less than {limit + 1} characters [json-pointer:{where}/{name}]"
+    return None
+
+
+def _feedback_button_problem(button: Any, where: str) -> str | None:
+    if not isinstance(button, dict):
+        return f"must provide an object [json-pointer:{where}]"
+    if unknown := sorted(button.keys() - {"text", "value", "accessibility_label"}):
+        return f"unsupported field: {unknown[0]} [json-pointer:{where}]"
+    if "text" not in button:
+        return f"missing required field: text [json-pointer:{where}]"
+    if problem := _plain_text_problem(button["text"], f"{where}/text", 75):
+        return problem
+    if not isinstance(button.get("value"), str) or not button["value"]:
+        return f"missing required field: value [json-pointer:{where}]"
+    return _optional_string_problem(button, "value", where, 2000) or _optional_string_problem(
+        button, "accessibility_label", where, 75
+    )
+
+
+def _feedback_buttons_problem(element: Mapping[str, Any], where: str) -> str | None:
+    allowed = {"type", "action_id", "positive_button", "negative_button"}
+    if unknown := sorted(element.keys() - allowed):
+        return f"unsupported field: {unknown[0]} [json-pointer:{where}]"
+    if problem := _optional_string_problem(element, "action_id", where, 255):
+        return problem
+    for side in ("positive_button", "negative_button"):
+        if side not in element:
+            return f"missing required field: {side} [json-pointer:{where}]"
+        if problem := _feedback_button_problem(element[side], f"{where}/{side}"):
+            return problem
+    return None
+
+
+def _icon_button_problem(element: Mapping[str, Any], where: str) -> str | None:
+    allowed = {
+        "type",
+        "action_id",
+        "icon",
+        "text",
+        "accessibility_label",
+        "value",
+        "visible_to_user_ids",
+        "confirm",
+    }
+    if unknown := sorted(element.keys() - allowed):
+        return f"unsupported field: {unknown[0]} [json-pointer:{where}]"
+    if not isinstance(element.get("icon"), str) or not element["icon"]:
+        return f"missing required field: icon [json-pointer:{where}]"
+    if "text" not in element:
+        return f"missing required field: text [json-pointer:{where}]"
+    if problem := _plain_text_problem(element["text"], f"{where}/text", 75):
+        return problem
+    for name, limit in (("action_id", 255), ("value", 2000), ("accessibility_label", 75)):
+        if problem := _optional_string_problem(element, name, where, limit):
+            return problem
+    users = element.get("visible_to_user_ids", [])
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        return f"must be an array of user ids [json-pointer:{where}/visible_to_user_ids]"
+    if not isinstance(element.get("confirm", {}), dict):
+        return f"must provide an object [json-pointer:{where}/confirm]"
+    return None
+
+
+def _context_actions_problem(block: Mapping[str, Any], where: str) -> str | None:
+    """The first way `block` differs from Slack's context_actions schema, or None."""
+    if unknown := sorted(block.keys() - {"type", "elements", "block_id"}):
+        return f"unsupported field: {unknown[0]} [json-pointer:{where}]"
+    if problem := _optional_string_problem(block, "block_id", where, 255):
+        return problem
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not elements:
+        return f"missing required field: elements [json-pointer:{where}]"
+    if len(elements) > 5:
+        return f"must have no more than 5 items [json-pointer:{where}/elements]"
+    action_ids: set[str] = set()
+    for j, element in enumerate(elements):
+        at = f"{where}/elements/{j}"
+        if not isinstance(element, dict):
+            return f"must provide an object [json-pointer:{at}]"
+        kind = element.get("type")
+        if kind == "feedback_buttons":
+            problem = _feedback_buttons_problem(element, at)
+        elif kind == "icon_button":
+            problem = _icon_button_problem(element, at)
+        else:
+            problem = f"unsupported type: {kind} [json-pointer:{at}/type]"
+        if problem:
+            return problem
+        action_id = element.get("action_id")
+        if isinstance(action_id, str):
+            if action_id in action_ids:
+                return f"action_id already exists: {action_id} [json-pointer:{at}/action_id]"
+            action_ids.add(action_id)
+    return None
+
+
 Handler = Callable[[_Params], dict[str, Any]]
 
 
@@ -315,6 +472,9 @@ class FakeSlackAPI:
         missing_channels: Iterable[str] = (),
         usergroups: Mapping[str, Sequence[str]] | None = None,
         valid_tokens: Iterable[str] | None = None,
+        stream_idle_timeout_s: float = 300.0,
+        stream_max_age_s: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
@@ -324,6 +484,11 @@ class FakeSlackAPI:
         self.app_id = app_id
         self._valid_tokens = set(valid_tokens) if valid_tokens is not None else None
         self._revoked_tokens: set[str] = set()
+        # Slack closes a stream nobody appends to, and any stream after a while (issue
+        # slackapi/python-slack-sdk#1859); `clock` lets a test move that time by hand.
+        self.stream_idle_timeout_s = stream_idle_timeout_s
+        self.stream_max_age_s = stream_max_age_s
+        self._clock = clock
 
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -347,6 +512,9 @@ class FakeSlackAPI:
         }
         self._assistant_threads: dict[tuple[str, str], AssistantThread] = {}
         self._response_url_ids = itertools.count(1)
+        self._stream_clocks: dict[tuple[str, str], _StreamClock] = {}
+        self._streaming_refusal: str | None = None
+        self._rejected_block_types: set[str] = set()
 
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_connections_total = 0
@@ -368,6 +536,9 @@ class FakeSlackAPI:
             "chat.delete": self._chat_delete,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "chat.getPermalink": self._chat_get_permalink,
+            "chat.startStream": self._chat_start_stream,
+            "chat.appendStream": self._chat_append_stream,
+            "chat.stopStream": self._chat_stop_stream,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "conversations.replies": self._conversations_replies,
@@ -467,8 +638,26 @@ class FakeSlackAPI:
         """The attempts at `method` that Slack would have accepted."""
         return [call for call in self.calls_to(method) if call.ok]
 
+    def stream_calls(self, channel: str, ts: str) -> list[SlackCall]:
+        """Every attempt at the chat.*Stream methods for the streamed message `ts` in `channel`
+        (the start that created it, then appends and stops, rejected ones included)."""
+
+        def belongs(call: SlackCall) -> bool:
+            if call.method == "chat.startStream":
+                return call.response is not None and (
+                    call.response.get("ts"),
+                    call.response.get("channel"),
+                ) == (ts, channel)
+            return call.method in STREAM_METHODS and (
+                call.params.get("channel"),
+                call.params.get("ts"),
+            ) == (channel, ts)
+
+        return [call for call in self._calls if belongs(call)]
+
     def reset(self, *, state: bool = False) -> None:
-        """Forget calls, acks and faults; with `state=True` also every message and thread."""
+        """Forget calls, acks and faults; with `state=True` also every message and thread,
+        and the workspace's refusals (`refuse_streaming`, `reject_block_type`)."""
         self._calls.clear()
         self._acks.clear()
         self._socket_messages.clear()
@@ -477,6 +666,9 @@ class FakeSlackAPI:
             self._messages.clear()
             self._ephemerals.clear()
             self._assistant_threads.clear()
+            self._stream_clocks.clear()
+            self._streaming_refusal = None
+            self._rejected_block_types.clear()
 
     async def wait_for(
         self,
@@ -599,6 +791,17 @@ class FakeSlackAPI:
         """Make every later call with `token` answer `token_revoked`."""
         self._revoked_tokens.add(token)
 
+    def refuse_streaming(self, error: str | None = "not_allowed_token_type") -> None:
+        """Answer every `chat.startStream` with `error`, as a workspace or app without the
+        streaming feature does; None allows streaming again."""
+        self._streaming_refusal = error
+
+    def reject_block_type(self, block_type: str) -> None:
+        """Answer `invalid_blocks` to any message carrying a `block_type` block (an older
+        workspace that does not know it): chat.postMessage, chat.update, chat.postEphemeral,
+        chat.stopStream and `blocks` stream chunks."""
+        self._rejected_block_types.add(block_type)
+
     # ------------------------------------------------------- fault injection
 
     def fail_next(
@@ -628,6 +831,13 @@ class FakeSlackAPI:
         """Close the connection without answering the next `count` calls to `method`."""
         self._faults.setdefault(method, deque()).append(
             _Fault(0, None, None, None, drop=True, remaining=count)
+        )
+
+    def drop_response_next(self, method: str, *, count: int = 1) -> None:
+        """Carry out the next `count` calls to `method`, then close the connection instead of
+        answering: the client cannot tell whether the call took effect (it did)."""
+        self._faults.setdefault(method, deque()).append(
+            _Fault(0, None, None, None, drop=True, remaining=count, after_processing=True)
         )
 
     def rate_limit(
@@ -725,6 +935,7 @@ class FakeSlackAPI:
     def messages_in(self, channel: str, thread_ts: str | None = None) -> list[SlackMessage]:
         """What a user sees, oldest first: the channel (no thread replies unless broadcast),
         or with `thread_ts` the thread pane (parent, then replies)."""
+        self._expire_streams()
         stored = self._messages.get(channel, {})
         if thread_ts is None:
             shown = [m for m in stored.values() if m.visible_in_channel]
@@ -735,11 +946,34 @@ class FakeSlackAPI:
         return sorted(shown, key=lambda m: _micros_from_ts(m.ts))
 
     def message(self, channel: str, ts: str) -> SlackMessage:
-        """The stored message `ts` in `channel` (AssertionError when there is none)."""
+        """The stored message `ts` in `channel` (AssertionError when there is none); a streamed
+        one shows what the user sees now: `text` streamed so far, `stream_state`, `blocks`."""
+        self._expire_streams()
         found = self._messages.get(channel, {}).get(ts)
         if found is None:
             raise AssertionError(f"no message {ts} in {channel}")
         return found
+
+    def expire_stream(self, channel: str, ts: str) -> SlackMessage:
+        """Make Slack give up on the open stream `ts` now, as its timeouts would: the message
+        keeps the text streamed so far and later appends and stops are refused."""
+        if (channel, ts) not in self._stream_clocks:
+            raise AssertionError(f"no open stream {ts} in {channel}")
+        self._close_stream(channel, ts, "expired")
+        return self.message(channel, ts)
+
+    def _expire_streams(self) -> None:
+        now = self._clock()
+        for (channel, ts), clock in list(self._stream_clocks.items()):
+            idle = now - clock.appended_at >= self.stream_idle_timeout_s
+            if idle or now - clock.started_at >= self.stream_max_age_s:
+                self._close_stream(channel, ts, "expired")
+
+    def _close_stream(self, channel: str, ts: str, state: StreamState) -> None:
+        self._stream_clocks.pop((channel, ts), None)
+        message = self._messages.get(channel, {}).get(ts)
+        if message is not None:
+            self._store(dataclasses.replace(message, stream_state=state))
 
     def ephemeral_messages(
         self, *, channel: str | None = None, user: str | None = None
@@ -974,12 +1208,9 @@ class FakeSlackAPI:
             self._record(SlackCall(method, params, headers, arrived, status, body, token))
 
         fault = self._take_fault(method)
-        if fault is not None and fault.drop:
-            record(DROPPED, None)
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)  # never reaches the client
-        if fault is not None:
+        if fault is not None and fault.drop and not fault.after_processing:
+            return self._drop(request, record, None)
+        if fault is not None and not fault.drop:
             return self._fault_response(fault, record)
 
         try:
@@ -991,8 +1222,21 @@ class FakeSlackAPI:
             # aiohttp log the traceback and answer 500.
             record(500, {"ok": False, "error": f"fake_bug: {bug!r}"})
             raise
+        if fault is not None:
+            return self._drop(request, record, body)
         record(200, body)
         return web.json_response(body, headers={"X-Slack-Req-Id": uuid.uuid4().hex})
+
+    @staticmethod
+    def _drop(
+        request: web.Request,
+        record: Callable[[int, dict[str, Any] | None], None],
+        unsent: dict[str, Any] | None,
+    ) -> web.Response:
+        record(DROPPED, unsent)
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)  # never reaches the client
 
     @staticmethod
     def _fault_response(
@@ -1026,6 +1270,7 @@ class FakeSlackAPI:
             raise _SlackError("invalid_auth")
         if (method == "apps.connections.open") != token.startswith("xapp-"):
             raise _SlackError("not_allowed_token_type")
+        self._expire_streams()
         return handler(_Params(params))
 
     async def _handle_response_url(self, request: web.Request) -> web.StreamResponse:
@@ -1065,10 +1310,38 @@ class FakeSlackAPI:
             raise _SlackError("invalid_metadata_format")
         return metadata
 
+    def _blocks(self, p: _Params) -> list[dict[str, Any]] | None:
+        blocks = p.objects("blocks")
+        if blocks is not None:
+            self._check_blocks(blocks, "/blocks")
+        return blocks
+
+    def _check_blocks(self, blocks: Any, where: str) -> None:
+        """Refuse blocks this workspace does not know, and context_actions blocks that do not
+        match Slack's schema (other block types are not checked)."""
+        if not isinstance(blocks, list):
+            raise _SlackError("invalid_blocks_format")
+        problems: list[str] = []
+        for i, block in enumerate(blocks):
+            at = f"{where}/{i}"
+            kind = block.get("type") if isinstance(block, dict) else None
+            if not isinstance(block, dict) or not isinstance(kind, str):
+                problems.append(f"missing required field: type [json-pointer:{at}]")
+            elif kind in self._rejected_block_types:
+                problems.append(f"unsupported type: {kind} [json-pointer:{at}/type]")
+            elif kind == "context_actions" and (problem := _context_actions_problem(block, at)):
+                problems.append(problem)
+        if problems:
+            raise _SlackError(
+                "invalid_blocks",
+                messages=[f"[ERROR] {problem}" for problem in problems],
+                errors=problems,
+            )
+
     def _chat_post_message(self, p: _Params) -> dict[str, Any]:
         channel = self._resolve_channel(p.text("channel"))
         text = p.text("text") or ""
-        blocks = p.objects("blocks")
+        blocks = self._blocks(p)
         attachments = p.objects("attachments")
         if not text and not blocks and not attachments:
             raise _SlackError("no_text")
@@ -1104,8 +1377,10 @@ class FakeSlackAPI:
         current = self._find(channel, p.required("ts", error="message_not_found"))
         if current.bot_id != self.bot_id:
             raise _SlackError("cant_update_message")
+        if current.stream_state == "streaming":
+            raise _SlackError("streaming_state_conflict")
         text = p.text("text")
-        blocks = p.objects("blocks")
+        blocks = self._blocks(p)
         attachments = p.objects("attachments")
         metadata = self._metadata(p)
         updated = dataclasses.replace(
@@ -1144,13 +1419,14 @@ class FakeSlackAPI:
             )
         else:
             del self._messages[channel][current.ts]
+        self._stream_clocks.pop((channel, current.ts), None)
         return {"ok": True, "channel": channel, "ts": current.ts}
 
     def _chat_post_ephemeral(self, p: _Params) -> dict[str, Any]:
         channel = self._resolve_channel(p.text("channel"))
         user = p.required("user", error="user_not_found")
         text = p.text("text") or ""
-        blocks = p.objects("blocks")
+        blocks = self._blocks(p)
         attachments = p.objects("attachments")
         if not text and not blocks and not attachments:
             raise _SlackError("no_text")
@@ -1176,6 +1452,106 @@ class FakeSlackAPI:
         if message.is_reply:
             permalink += f"?thread_ts={message.thread_ts}&cid={channel}"
         return {"ok": True, "channel": channel, "permalink": permalink}
+
+    def _stream_content(self, p: _Params) -> tuple[str, list[dict[str, Any]]]:
+        """The markdown text and the `blocks` chunks one stream call adds, in order."""
+        pieces: list[str] = []
+        blocks: list[dict[str, Any]] = []
+        markdown = p.text("markdown_text")
+        if markdown:
+            pieces.append(markdown)
+        for i, chunk in enumerate(p.objects("chunks") or []):
+            kind = chunk.get("type")
+            if kind == "markdown_text" and isinstance(chunk.get("text"), str):
+                pieces.append(chunk["text"])
+            elif kind == "blocks" and isinstance(chunk.get("blocks"), list):
+                self._check_blocks(chunk["blocks"], f"/chunks/{i}/blocks")
+                blocks.extend(chunk["blocks"])
+            elif kind not in ("task_update", "plan_update"):  # task cards show no message text
+                raise _SlackError(
+                    "invalid_chunks",
+                    messages=[f"[ERROR] invalid chunk: {kind} [json-pointer:/chunks/{i}]"],
+                )
+        if any(len(piece) > MARKDOWN_TEXT_LIMIT for piece in pieces):
+            raise _SlackError("msg_too_long")
+        return "".join(pieces), blocks
+
+    def _open_stream(self, p: _Params) -> SlackMessage:
+        channel = self._resolve_channel(p.text("channel"))
+        message = self._find(channel, p.required("ts", error="message_not_found"))
+        if message.bot_id != self.bot_id:
+            raise _SlackError("message_not_owned_by_app")
+        if message.stream_state != "streaming":
+            raise _SlackError("message_not_in_streaming_state")
+        return message
+
+    def _chat_start_stream(self, p: _Params) -> dict[str, Any]:
+        if self._streaming_refusal is not None:
+            raise _SlackError(self._streaming_refusal)
+        channel = self._resolve_channel(p.text("channel"))
+        thread_ts = self._thread_root(channel, p.required("thread_ts"))
+        if not self._channels[channel].is_im:
+            # Outside a DM Slack streams to one person and must know who.
+            if not p.text("recipient_team_id"):
+                raise _SlackError("missing_recipient_team_id")
+            if not p.text("recipient_user_id"):
+                raise _SlackError("missing_recipient_user_id")
+        text, blocks = self._stream_content(p)
+        extra = {k: v for k in ("username", "icon_emoji", "icon_url") if (v := p.text(k))}
+        message = SlackMessage(
+            channel=channel,
+            ts=self._next_ts(),
+            text=text,
+            user=self.bot_user_id,
+            bot_id=self.bot_id,
+            thread_ts=thread_ts,
+            blocks=blocks or None,
+            extra=extra,
+            stream_state="streaming",
+        )
+        self._store(message)
+        now = self._clock()
+        self._stream_clocks[(channel, message.ts)] = _StreamClock(now, now)
+        return {"ok": True, "channel": channel, "ts": message.ts}
+
+    def _chat_append_stream(self, p: _Params) -> dict[str, Any]:
+        message = self._open_stream(p)
+        if not p.text("markdown_text") and not p.objects("chunks"):
+            raise _SlackError(
+                "invalid_arguments", messages=["[ERROR] missing required field: markdown_text"]
+            )
+        text, blocks = self._stream_content(p)
+        self._store(
+            dataclasses.replace(
+                message,
+                text=message.text + text,
+                blocks=[*(message.blocks or []), *blocks] or None,
+            )
+        )
+        self._stream_clocks[(message.channel, message.ts)].appended_at = self._clock()
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _chat_stop_stream(self, p: _Params) -> dict[str, Any]:
+        message = self._open_stream(p)
+        text, chunk_blocks = self._stream_content(p)
+        blocks = [*(message.blocks or []), *chunk_blocks, *(self._blocks(p) or [])]
+        metadata = self._metadata(p)
+        self._store(
+            dataclasses.replace(
+                message,
+                text=message.text + text,
+                blocks=blocks or None,
+                metadata=message.metadata if metadata is None else metadata,
+            )
+        )
+        self._close_stream(message.channel, message.ts, "stopped")
+        final = self._messages[message.channel][message.ts]
+        return {
+            "ok": True,
+            "channel": final.channel,
+            "ts": final.ts,
+            "message": self._render(final, include_metadata=True),
+        }
 
     def _reaction_target(self, p: _Params) -> tuple[SlackMessage, str]:
         channel = self._resolve_channel(p.text("channel"))
@@ -1539,3 +1915,77 @@ class FakeSlackAPI:
             )
             envelope_ids.append(await self.send_envelope("events_api", body, timeout=timeout))
         return Delivery(message, tuple(envelope_ids))
+
+    def press_payload(
+        self, channel: str, ts: str, user: str, *, action_id: str, value: str
+    ) -> dict[str, Any]:
+        """The `block_actions` payload Slack sends when `user` presses the button `action_id`
+        with `value` on message `ts`, built from what the message shows now: a thumb of a
+        `feedback_buttons` element, an `icon_button`, or a plain `button`. AssertionError when
+        the message shows no such button, since nobody could press it."""
+        message = self.message(channel, ts)
+        found = self._button_on(message, action_id, value)
+        if found is None:
+            raise AssertionError(
+                f"message {ts} in {channel} shows no button {action_id}={value!r}; "
+                f"its blocks: {json.dumps(message.blocks)}"
+            )
+        block_id, element_type, label = found
+        known = self._channels.get(channel)
+        return payloads.block_actions(
+            action_id,
+            value,
+            user_id=user,
+            channel=channel,
+            message_ts=ts,
+            block_id=block_id,
+            action_type=element_type,
+            button_text=label,
+            thread_ts=message.thread_ts,
+            message=self._render(message, include_metadata=False),
+            response_url=self.response_url(),
+            channel_name=known.name if known is not None and known.name else channel.lower(),
+            team_id=self.team_id,
+            api_app_id=self.app_id,
+        )
+
+    async def user_presses(
+        self,
+        channel: str,
+        ts: str,
+        user: str,
+        *,
+        action_id: str,
+        value: str,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> str:
+        """Simulate `user` pressing a button on message `ts` (see `press_payload`) and deliver
+        the `block_actions` payload over Socket Mode; return the envelope id."""
+        payload = self.press_payload(channel, ts, user, action_id=action_id, value=value)
+        return await self.send_envelope("interactive", payload, timeout=timeout)
+
+    @staticmethod
+    def _button_on(
+        message: SlackMessage, action_id: str, value: str
+    ) -> tuple[str, str, str] | None:
+        """(block_id, element type, label) of the button `action_id`/`value` on `message`."""
+        for i, block in enumerate(message.blocks or []):
+            # Slack fills in a block_id the app left out; the fake derives a stable one.
+            block_id = str(block.get("block_id") or uuid.uuid5(uuid.NAMESPACE_OID, f"{i}").hex[:5])
+            elements = block.get("elements", [])
+            if block.get("type") == "section" and isinstance(block.get("accessory"), dict):
+                elements = [block["accessory"]]
+            if not isinstance(elements, list):
+                continue
+            for element in elements:
+                if not isinstance(element, dict) or element.get("action_id") != action_id:
+                    continue
+                kind = str(element.get("type"))
+                if kind == "feedback_buttons":
+                    for side in ("positive_button", "negative_button"):
+                        button = element.get(side)
+                        if isinstance(button, dict) and button.get("value") == value:
+                            return block_id, kind, _label(button)
+                elif element.get("value") == value:
+                    return block_id, kind, _label(element)
+        return None

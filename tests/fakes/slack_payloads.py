@@ -23,6 +23,7 @@ VERIFICATION_TOKEN = "fake-verification-token"
 SLACK_USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
 
 ChannelType = Literal["channel", "group", "im", "mpim", "app_home"]
+FeedbackElement = Literal["feedback_buttons", "button"]
 RetryReason = Literal["http_timeout", "http_error", "connection_failed", "too_many_connections"]
 
 _event_ids = itertools.count(1)
@@ -485,6 +486,46 @@ def block_actions(
             **({"thread_ts": thread_ts} if thread_ts is not None else {}),
         }
     return payload
+
+
+def feedback_block_actions(
+    action_id: str,
+    value: str,
+    *,
+    user_id: str,
+    channel: str,
+    message_ts: str,
+    thread_ts: str | None = None,
+    positive: bool = True,
+    element: FeedbackElement = "feedback_buttons",
+    block_id: str = "feedback",
+    message: dict[str, Any] | None = None,
+    response_url: str | None = None,
+    team_id: str = TEAM_ID,
+    api_app_id: str = APP_ID,
+) -> dict[str, Any]:
+    """Return the `block_actions` payload of a 👍 (`positive`) or 👎 press on a message's
+    feedback: the `feedback_buttons` element of a `context_actions` block, or, with
+    `element="button"`, a plain button standing in for it on workspaces without that block."""
+    if element == "feedback_buttons":
+        label = "👍" if positive else "👎"
+    else:
+        label = ":thumbsup:" if positive else ":thumbsdown:"
+    return block_actions(
+        action_id,
+        value,
+        user_id=user_id,
+        channel=channel,
+        message_ts=message_ts,
+        block_id=block_id,
+        action_type=element,
+        button_text=label,
+        thread_ts=thread_ts,
+        message=message,
+        response_url=response_url,
+        team_id=team_id,
+        api_app_id=api_app_id,
+    )
 
 
 def slash_command(

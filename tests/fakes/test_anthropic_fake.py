@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import httpx2
 import pytest
 from anthropic import AsyncAnthropic
 from anthropic._constants import ANTHROPIC_API_VERSION
@@ -450,6 +451,115 @@ async def test_streaming_text_and_tool_use(fake: FakeAnthropicAPI, client: Async
     assert isinstance(final.content[0], ToolUseBlock)
     assert final.content[0].input["route"] == "billing"
     assert fake.requests[-1].stream is True
+
+
+ANSWER = "Reset the VPN profile from Settings, then sign in again with your SSO account. " * 4
+
+
+async def test_a_paced_stream_shows_its_first_token_late_then_keeps_the_rate(
+    fake: FakeAnthropicAPI, client: AsyncAnthropic
+) -> None:
+    fake.first_token_s, fake.tokens_per_s = 0.2, 400.0
+    fake.enqueue(text(ANSWER))
+    arrivals: list[tuple[float, str]] = []
+    started = time.monotonic()
+    async with client.messages.stream(model=MODEL, max_tokens=512, messages=HELLO) as stream:
+        async for chunk in stream.text_stream:
+            arrivals.append((time.monotonic() - started, chunk))
+        final = await stream.get_final_message()
+    finished = time.monotonic() - started
+
+    assert "".join(chunk for _, chunk in arrivals) == ANSWER
+    assert final.stop_reason == "end_turn"
+    assert arrivals[0][0] >= 0.2
+    written = 0
+    for at, chunk in arrivals:  # each delta waits for the tokens before it
+        assert at >= 0.2 + written / 4 / 400
+        written += len(chunk)
+    assert finished >= 0.2 + len(ANSWER) / 4 / 400
+
+    # the same answer unstreamed arrives whole, when its stream would have ended
+    fake.enqueue(text(ANSWER))
+    started = time.monotonic()
+    whole = await client.messages.create(model=MODEL, max_tokens=512, messages=HELLO)
+    assert time.monotonic() - started >= 0.2 + len(ANSWER) / 4 / 400
+    assert isinstance(whole.content[0], TextBlock) and whole.content[0].text == ANSWER
+
+
+async def test_create_with_stream_true_sends_the_real_event_sequence(
+    fake: FakeAnthropicAPI, client: AsyncAnthropic
+) -> None:
+    fake.stream_chunk_chars = 40
+    fake.enqueue(text(ANSWER))
+    stream = await client.messages.create(
+        model=MODEL, max_tokens=512, messages=HELLO, stream=True
+    )
+    kinds: list[str] = []
+    pieces: list[str] = []
+    async for event in stream:
+        kinds.append(event.type)
+        if event.type == "content_block_delta" and event.delta.type == "text_delta":
+            pieces.append(event.delta.text)
+    deltas = -(-len(ANSWER) // 40)
+    assert kinds == [
+        "message_start",
+        "content_block_start",
+        *["content_block_delta"] * deltas,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert "".join(pieces) == ANSWER
+
+
+async def test_a_stream_cut_by_an_error_event_keeps_the_words_already_sent(
+    fake: FakeAnthropicAPI, client: AsyncAnthropic
+) -> None:
+    fake.fail_stream_next(after_chunks=2)
+    fake.enqueue(text("unstreamed calls leave the cut for the next stream"), text(ANSWER))
+    await client.messages.create(model=MODEL, max_tokens=512, messages=HELLO)
+
+    received: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as cut:
+        async with client.messages.stream(model=MODEL, max_tokens=512, messages=HELLO) as stream:
+            async for chunk in stream.text_stream:
+                received.append(chunk)
+    # the HTTP status was 200 before the error: only the event says what happened
+    assert cut.value.status_code == 200
+    assert isinstance(cut.value.body, dict)
+    assert cut.value.body["error"]["type"] == "overloaded_error"
+    assert "".join(received) == ANSWER[: 2 * fake.stream_chunk_chars]
+
+    fake.enqueue(text(ANSWER))
+    async with client.messages.stream(model=MODEL, max_tokens=512, messages=HELLO) as stream:
+        assert await stream.get_final_text() == ANSWER
+
+
+async def test_a_stream_cut_off_without_a_word_raises_a_protocol_error(
+    fake: FakeAnthropicAPI, client: AsyncAnthropic
+) -> None:
+    fake.drop_stream_next(after_chunks=3)
+    fake.fail_stream_next(after_chunks=0, error_type="api_error")
+    fake.enqueue(text(ANSWER), text(ANSWER))
+
+    events: list[str] = []
+    with pytest.raises(httpx2.RemoteProtocolError, match="incomplete chunked read"):
+        stream = await client.messages.create(
+            model=MODEL, max_tokens=512, messages=HELLO, stream=True
+        )
+        async for event in stream:
+            events.append(event.type)
+    assert events.count("content_block_delta") == 3 and "message_stop" not in events
+
+    with pytest.raises(anthropic.APIStatusError) as before_any_word:
+        stream = await client.messages.create(
+            model=MODEL, max_tokens=512, messages=HELLO, stream=True
+        )
+        async for _ in stream:
+            pass
+    assert isinstance(before_any_word.value.body, dict)
+    assert before_any_word.value.body["error"]["type"] == "api_error"
+    await fake.wait_until_idle()
 
 
 # ------------------------------------------------------------------ batches

@@ -558,3 +558,472 @@ async def test_bolt_accepts_signed_http_requests_and_rejects_bad_ones(
     challenge_body, challenge_headers = sp.encode_event_request(sp.url_verification("abc123"))
     challenge = await app.async_dispatch(bolt_request(challenge_body, challenge_headers))
     assert challenge.status == 200 and json.loads(challenge.body) == {"challenge": "abc123"}
+
+
+# ---------------------------------------------------------------- streaming
+
+DM = "D0ALICE"
+RECIPIENT: dict[str, Any] = {"recipient_team_id": "T0TEAM", "recipient_user_id": ALICE}
+GOOD = {"text": {"type": "plain_text", "text": "👍"}, "value": "good"}
+BAD = {
+    "text": {"type": "plain_text", "text": "👎", "emoji": True},
+    "value": "bad",
+    "accessibility_label": "This answer did not help",
+}
+FEEDBACK_BLOCK: dict[str, Any] = {
+    "type": "context_actions",
+    "block_id": "feedback",
+    "elements": [
+        {
+            "type": "feedback_buttons",
+            "action_id": "reply_feedback",
+            "positive_button": GOOD,
+            "negative_button": BAD,
+        }
+    ],
+}
+PLAIN_FEEDBACK_BLOCK: dict[str, Any] = {
+    "type": "actions",
+    "block_id": "feedback",
+    "elements": [
+        {
+            "type": "button",
+            "action_id": "reply_feedback",
+            "text": {"type": "plain_text", "text": ":thumbsup:"},
+            "value": "good",
+        },
+        {
+            "type": "button",
+            "action_id": "reply_feedback",
+            "text": {"type": "plain_text", "text": ":thumbsdown:"},
+            "value": "bad",
+        },
+    ],
+}
+
+
+class ManualClock:
+    """A clock the test moves by hand, for the fake's stream timeouts."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def slack_error(call: Any) -> str:
+    with pytest.raises(SlackApiError) as refused:
+        await call
+    error = refused.value.response["error"]
+    assert isinstance(error, str)
+    return error
+
+
+async def test_a_channel_stream_needs_its_recipient_then_shows_as_one_growing_reply(
+    fake: FakeSlackAPI, client: AsyncWebClient
+) -> None:
+    question = fake.seed_message(CHANNEL, "how do I rotate my API key?", user=ALICE)
+    start = client.chat_startStream
+    assert await slack_error(start(channel=CHANNEL, thread_ts=question.ts)) == (
+        "missing_recipient_team_id"
+    )
+    assert (
+        await slack_error(start(channel=CHANNEL, thread_ts=question.ts, recipient_team_id="T0TEAM"))
+        == "missing_recipient_user_id"
+    )
+    assert [c.error for c in fake.calls_to("chat.startStream")] == [
+        "missing_recipient_team_id",
+        "missing_recipient_user_id",
+    ]
+    assert len(fake.messages_in(CHANNEL, question.ts)) == 1  # nothing was posted
+
+    started = await start(
+        channel=CHANNEL, thread_ts=question.ts, markdown_text="Open **Settings**", **RECIPIENT
+    )
+    ts = started["ts"]
+    assert (started["ok"], started["channel"]) == (True, CHANNEL)
+    await client.chat_appendStream(channel=CHANNEL, ts=ts, markdown_text=", then *API keys*")
+    shown = fake.message(CHANNEL, ts)
+    assert (shown.text, shown.stream_state, shown.thread_ts) == (
+        "Open **Settings**, then *API keys*",
+        "streaming",
+        question.ts,
+    )
+    mid_way = await client.conversations_replies(channel=CHANNEL, ts=question.ts)
+    assert mid_way["messages"][1]["text"] == "Open **Settings**, then *API keys*"
+
+    metadata = {"event_type": "supportbot_answer", "event_payload": {"route": "billing"}}
+    stopped = await client.chat_stopStream(
+        channel=CHANNEL, ts=ts, markdown_text=".", blocks=[FEEDBACK_BLOCK], metadata=metadata
+    )
+    assert stopped["message"]["text"] == "Open **Settings**, then *API keys*."
+    assert stopped["message"]["blocks"] == [FEEDBACK_BLOCK]
+    final = fake.message(CHANNEL, ts)
+    assert (final.stream_state, final.blocks, final.metadata) == (
+        "stopped",
+        [FEEDBACK_BLOCK],
+        metadata,
+    )
+    [_, reply] = fake.messages_in(CHANNEL, question.ts)
+    assert reply.ts == ts and reply.bot_id == "B0BOT"
+    thread = await client.conversations_replies(
+        channel=CHANNEL, ts=question.ts, include_all_metadata=True
+    )
+    assert thread["messages"][1]["metadata"] == metadata
+    assert thread["messages"][1]["blocks"] == [FEEDBACK_BLOCK]
+    assert [c.method for c in fake.stream_calls(CHANNEL, ts)] == [
+        "chat.startStream",
+        "chat.appendStream",
+        "chat.stopStream",
+    ]
+
+
+async def test_a_dm_stream_needs_no_recipient(fake: FakeSlackAPI, client: AsyncWebClient) -> None:
+    question = fake.seed_message(DM, "hi", user=ALICE)
+    started = await client.chat_startStream(channel=DM, thread_ts=question.ts)
+    await client.chat_appendStream(channel=DM, ts=started["ts"], markdown_text="Hello!")
+    await client.chat_stopStream(channel=DM, ts=started["ts"])
+    assert fake.message(DM, started["ts"]).text == "Hello!"
+
+
+async def test_append_and_stop_refuse_what_is_not_an_open_stream(
+    fake: FakeSlackAPI, client: AsyncWebClient
+) -> None:
+    question = fake.seed_message(CHANNEL, "help", user=ALICE)
+    ts = (await client.chat_startStream(channel=CHANNEL, thread_ts=question.ts, **RECIPIENT))["ts"]
+    assert await slack_error(client.chat_appendStream(channel=CHANNEL, ts=ts)) == (
+        "invalid_arguments"
+    )
+    await client.chat_stopStream(channel=CHANNEL, ts=ts, markdown_text="Done.")
+    posted = await client.chat_postMessage(channel=CHANNEL, text="plain", thread_ts=question.ts)
+
+    for target in (ts, posted["ts"]):
+        append = client.chat_appendStream(channel=CHANNEL, ts=target, markdown_text="more")
+        assert await slack_error(append) == "message_not_in_streaming_state"
+        assert await slack_error(client.chat_stopStream(channel=CHANNEL, ts=target)) == (
+            "message_not_in_streaming_state"
+        )
+    someone_else = client.chat_appendStream(channel=CHANNEL, ts=question.ts, markdown_text="x")
+    assert await slack_error(someone_else) == "message_not_owned_by_app"
+    missing = client.chat_stopStream(channel=CHANNEL, ts="1600000000.000100")
+    assert await slack_error(missing) == "message_not_found"
+    assert fake.message(CHANNEL, ts).text == "Done."
+
+
+async def test_chat_update_conflicts_with_a_streaming_message_and_delete_does_not(
+    fake: FakeSlackAPI, client: AsyncWebClient
+) -> None:
+    question = fake.seed_message(CHANNEL, "help", user=ALICE)
+    first = await client.chat_startStream(
+        channel=CHANNEL, thread_ts=question.ts, markdown_text="Half a sen", **RECIPIENT
+    )
+    update = client.chat_update(channel=CHANNEL, ts=first["ts"], text="A whole sentence.")
+    assert await slack_error(update) == "streaming_state_conflict"
+    assert fake.message(CHANNEL, first["ts"]).text == "Half a sen"
+    await client.chat_stopStream(channel=CHANNEL, ts=first["ts"])
+    await client.chat_update(channel=CHANNEL, ts=first["ts"], text="A whole sentence.")
+    assert fake.message(CHANNEL, first["ts"]).text == "A whole sentence."
+
+    second = await client.chat_startStream(
+        channel=CHANNEL, thread_ts=question.ts, markdown_text="Oops", **RECIPIENT
+    )
+    await client.chat_delete(channel=CHANNEL, ts=second["ts"])
+    gone = client.chat_appendStream(channel=CHANNEL, ts=second["ts"], markdown_text="more")
+    assert await slack_error(gone) == "message_not_found"
+    assert [m.text for m in fake.messages_in(CHANNEL, question.ts)] == [
+        "help",
+        "A whole sentence.",
+    ]
+
+
+async def test_idle_and_old_streams_expire_frozen_with_their_text() -> None:
+    clock = ManualClock()
+    async with FakeSlackAPI(stream_idle_timeout_s=10, stream_max_age_s=60, clock=clock) as fake:
+        client = AsyncWebClient(base_url=fake.url, token="xoxb-dummy")
+        question = fake.seed_message(CHANNEL, "help", user=ALICE)
+        idle = await client.chat_startStream(
+            channel=CHANNEL, thread_ts=question.ts, markdown_text="Step one", **RECIPIENT
+        )
+        clock.now += 9
+        await client.chat_appendStream(channel=CHANNEL, ts=idle["ts"], markdown_text=", two")
+        clock.now += 10
+        assert fake.message(CHANNEL, idle["ts"]).stream_state == "expired"
+        late = client.chat_appendStream(channel=CHANNEL, ts=idle["ts"], markdown_text=", three")
+        assert await slack_error(late) == "message_not_in_streaming_state"
+        assert await slack_error(client.chat_stopStream(channel=CHANNEL, ts=idle["ts"])) == (
+            "message_not_in_streaming_state"
+        )
+        assert fake.message(CHANNEL, idle["ts"]).text == "Step one, two"
+        # once expired, the message is an ordinary one again: it can be completed in place
+        await client.chat_update(channel=CHANNEL, ts=idle["ts"], text="Step one, two, three.")
+        assert fake.message(CHANNEL, idle["ts"]).text == "Step one, two, three."
+
+        old = await client.chat_startStream(channel=CHANNEL, thread_ts=question.ts, **RECIPIENT)
+        for _ in range(6):
+            clock.now += 9
+            await client.chat_appendStream(channel=CHANNEL, ts=old["ts"], markdown_text=".")
+        clock.now += 6
+        assert fake.message(CHANNEL, old["ts"]).stream_state == "expired"
+        assert fake.message(CHANNEL, old["ts"]).text == "......"
+
+        forced = await client.chat_startStream(channel=CHANNEL, thread_ts=question.ts, **RECIPIENT)
+        assert fake.expire_stream(CHANNEL, forced["ts"]).stream_state == "expired"
+
+
+async def test_the_sdk_chat_stream_helper_end_to_end(
+    fake: FakeSlackAPI, client: AsyncWebClient
+) -> None:
+    question = fake.seed_message(CHANNEL, "what is the refund policy?", user=ALICE)
+    streamer = await client.chat_stream(
+        channel=CHANNEL,
+        thread_ts=question.ts,
+        recipient_team_id="T0TEAM",
+        recipient_user_id=ALICE,
+        buffer_size=20,
+    )
+    answer = "Refunds are issued within 14 days of purchase, to the original card. "
+    for start in range(0, len(answer), 7):
+        await streamer.append(markdown_text=answer[start : start + 7])
+    await streamer.stop(markdown_text="See the policy page.", blocks=[FEEDBACK_BLOCK])
+
+    assert streamer.ts is not None
+    calls = fake.stream_calls(CHANNEL, streamer.ts)
+    assert [c.method for c in calls][0] == "chat.startStream"
+    assert [c.method for c in calls][-1] == "chat.stopStream"
+    assert {c.method for c in calls[1:-1]} == {"chat.appendStream"}
+    assert all(c.ok for c in calls)
+    # the helper sends markdown_text chunks rather than markdown_text
+    assert calls[1].params["chunks"][0]["type"] == "markdown_text"
+    final = fake.message(CHANNEL, streamer.ts)
+    assert final.text == answer + "See the policy page."
+    assert (final.stream_state, final.blocks) == ("stopped", [FEEDBACK_BLOCK])
+
+
+async def test_streaming_can_be_refused_and_faults_apply_to_stream_methods(
+    fake: FakeSlackAPI,
+) -> None:
+    question = fake.seed_message(CHANNEL, "help", user=ALICE)
+    client = AsyncWebClient(
+        base_url=fake.url,
+        token="xoxb-dummy",
+        retry_handlers=[
+            AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+            AsyncConnectionErrorRetryHandler(interval_calculator=FAST_RETRY),
+        ],
+    )
+    fake.refuse_streaming()
+    refused = client.chat_startStream(channel=CHANNEL, thread_ts=question.ts, **RECIPIENT)
+    assert await slack_error(refused) == "not_allowed_token_type"
+    fake.refuse_streaming(None)
+
+    fake.fail_next("chat.startStream", error="missing_scope")
+    assert await slack_error(client.chat_startStream(channel=CHANNEL, thread_ts=question.ts)) == (
+        "missing_scope"
+    )
+    assert len(fake.messages_in(CHANNEL, question.ts)) == 1
+
+    ts = (await client.chat_startStream(channel=CHANNEL, thread_ts=question.ts, **RECIPIENT))["ts"]
+    fake.fail_next("chat.appendStream", status=429, retry_after=0)
+    await client.chat_appendStream(channel=CHANNEL, ts=ts, markdown_text="one")
+    fake.drop_connection_next("chat.appendStream")
+    await client.chat_appendStream(channel=CHANNEL, ts=ts, markdown_text=" two")
+    assert [c.status for c in fake.calls_to("chat.appendStream")] == [429, 200, DROPPED, 200]
+    assert fake.message(CHANNEL, ts).text == "one two"
+
+    # an answer lost after Slack applied the call: a blind retry shows the words twice
+    fake.drop_response_next("chat.appendStream")
+    await client.chat_appendStream(channel=CHANNEL, ts=ts, markdown_text=" three")
+    assert fake.message(CHANNEL, ts).text == "one two three three"
+    lost = fake.calls_to("chat.appendStream")[-2]
+    assert lost.status == DROPPED and lost.response == {"ok": True, "channel": CHANNEL, "ts": ts}
+
+    fake.delay("chat.stopStream", 0.05)
+    started = time.monotonic()
+    await client.chat_stopStream(channel=CHANNEL, ts=ts)
+    assert time.monotonic() - started >= 0.05
+    assert fake.message(CHANNEL, ts).stream_state == "stopped"
+
+
+# ------------------------------------------------------------ feedback blocks
+
+
+async def test_context_actions_blocks_are_checked_against_slacks_schema(
+    fake: FakeSlackAPI, client: AsyncWebClient
+) -> None:
+    posted = await client.chat_postMessage(channel=CHANNEL, text="answer", blocks=[FEEDBACK_BLOCK])
+    assert posted["message"]["blocks"] == [FEEDBACK_BLOCK]
+
+    def with_element(**changes: Any) -> list[dict[str, Any]]:
+        element = {**FEEDBACK_BLOCK["elements"][0], **changes}
+        return [{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}] + [
+            {**FEEDBACK_BLOCK, "elements": [element]}
+        ]
+
+    at = "json-pointer:/blocks/1/elements/0"
+    cases = {
+        f"missing required field: value [{at}/positive_button]": with_element(
+            positive_button={"text": GOOD["text"]}
+        ),
+        f"must be a plain_text text object [{at}/negative_button/text/type]": with_element(
+            negative_button={**BAD, "text": {"type": "mrkdwn", "text": "no"}}
+        ),
+        f"must be less than 76 characters [{at}/positive_button/text/text]": with_element(
+            positive_button={**GOOD, "text": {"type": "plain_text", "text": "x" * 76}}
+        ),
+        f"unsupported field: style [{at}]": with_element(style="primary"),
+        "missing required field: negative_button [json-pointer:/blocks/0/elements/0]": [
+            {**FEEDBACK_BLOCK, "elements": [{"type": "feedback_buttons", "positive_button": GOOD}]}
+        ],
+        "unsupported type: button [json-pointer:/blocks/0/elements/0/type]": [
+            {**FEEDBACK_BLOCK, "elements": PLAIN_FEEDBACK_BLOCK["elements"][:1]}
+        ],
+        "must have no more than 5 items [json-pointer:/blocks/0/elements]": [
+            {
+                "type": "context_actions",
+                "elements": [
+                    {**FEEDBACK_BLOCK["elements"][0], "action_id": f"f{i}"} for i in range(6)
+                ],
+            }
+        ],
+    }
+    for message, blocks in cases.items():
+        with pytest.raises(SlackApiError) as refused:
+            await client.chat_postMessage(channel=CHANNEL, text="answer", blocks=blocks)
+        response = refused.value.response
+        assert response["error"] == "invalid_blocks"
+        assert response["errors"] == [message]
+        assert response["response_metadata"]["messages"] == [f"[ERROR] {message}"]
+    assert [m.ts for m in fake.messages_in(CHANNEL)] == [posted["ts"]]
+
+
+async def test_a_workspace_without_context_actions_refuses_it_everywhere(
+    fake: FakeSlackAPI, client: AsyncWebClient
+) -> None:
+    fake.reject_block_type("context_actions")
+    question = fake.seed_message(CHANNEL, "help", user=ALICE)
+    post = client.chat_postMessage(
+        channel=CHANNEL, text="answer", thread_ts=question.ts, blocks=[FEEDBACK_BLOCK]
+    )
+    assert await slack_error(post) == "invalid_blocks"
+    posted = await client.chat_postMessage(
+        channel=CHANNEL, text="answer", thread_ts=question.ts, blocks=[PLAIN_FEEDBACK_BLOCK]
+    )
+    update = client.chat_update(
+        channel=CHANNEL, ts=posted["ts"], text="answer", blocks=[FEEDBACK_BLOCK]
+    )
+    assert await slack_error(update) == "invalid_blocks"
+
+    ts = (await client.chat_startStream(channel=CHANNEL, thread_ts=question.ts, **RECIPIENT))["ts"]
+    stop = client.chat_stopStream(
+        channel=CHANNEL, ts=ts, markdown_text="Hi.", blocks=[FEEDBACK_BLOCK]
+    )
+    assert await slack_error(stop) == "invalid_blocks"
+    assert fake.calls_to("chat.stopStream")[0].response == {
+        "ok": False,
+        "error": "invalid_blocks",
+        "errors": ["unsupported type: context_actions [json-pointer:/blocks/0/type]"],
+        "response_metadata": {
+            "messages": ["[ERROR] unsupported type: context_actions [json-pointer:/blocks/0/type]"]
+        },
+    }
+    assert fake.message(CHANNEL, ts).stream_state == "streaming"  # the refused stop changed nothing
+    await client.chat_stopStream(
+        channel=CHANNEL, ts=ts, markdown_text="Hi.", blocks=[PLAIN_FEEDBACK_BLOCK]
+    )
+    assert fake.message(CHANNEL, ts).blocks == [PLAIN_FEEDBACK_BLOCK]
+
+
+async def test_feedback_presses_built_from_the_message_reach_bolt_signed(
+    fake: FakeSlackAPI, client: AsyncWebClient
+) -> None:
+    question = fake.seed_message(CHANNEL, "help", user=ALICE)
+    native = await client.chat_postMessage(
+        channel=CHANNEL, text="answer", thread_ts=question.ts, blocks=[FEEDBACK_BLOCK]
+    )
+    plain = await client.chat_postMessage(
+        channel=CHANNEL, text="answer", thread_ts=question.ts, blocks=[PLAIN_FEEDBACK_BLOCK]
+    )
+    app = AsyncApp(client=client, signing_secret=sp.SIGNING_SECRET)
+    pressed: list[tuple[str, str, str, str, str]] = []
+
+    @app.action("reply_feedback")
+    async def on_feedback(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        message = body["message"]
+        who = body["user"]["id"]
+        pressed.append((action["type"], action["value"], who, message["ts"], message["thread_ts"]))
+
+    bad = fake.press_payload(CHANNEL, native["ts"], ALICE, action_id="reply_feedback", value="bad")
+    [action] = bad["actions"]
+    assert (action["type"], action["block_id"], action["text"]["text"]) == (
+        "feedback_buttons",
+        "feedback",
+        "👎",
+    )
+    assert bad["container"]["thread_ts"] == question.ts
+    assert bad["message"]["blocks"] == [FEEDBACK_BLOCK]
+    assert (bad["channel"]["id"], bad["team"]["id"]) == (CHANNEL, "T0TEAM")
+    good = fake.press_payload(CHANNEL, plain["ts"], ALICE, action_id="reply_feedback", value="good")
+    assert good["actions"][0]["type"] == "button"
+
+    for payload in (bad, good):
+        body, headers = sp.encode_interaction_request(payload)
+        assert (await app.async_dispatch(bolt_request(body, headers))).status == 200
+    assert pressed == [
+        ("feedback_buttons", "bad", ALICE, native["ts"], question.ts),
+        ("button", "good", ALICE, plain["ts"], question.ts),
+    ]
+    with pytest.raises(AssertionError, match="shows no button reply_feedback='meh'"):
+        fake.press_payload(CHANNEL, native["ts"], ALICE, action_id="reply_feedback", value="meh")
+
+
+async def test_user_presses_delivers_the_feedback_over_socket_mode(fake: FakeSlackAPI) -> None:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    web = AsyncWebClient(base_url=fake.url, token="xoxb-dummy")
+    answer = await web.chat_postMessage(channel=CHANNEL, text="answer", blocks=[FEEDBACK_BLOCK])
+    app = AsyncApp(client=web, signing_secret=sp.SIGNING_SECRET)
+    values: list[str] = []
+
+    @app.action("reply_feedback")
+    async def on_feedback(ack: Any, action: dict[str, Any]) -> None:
+        await ack()
+        values.append(action["value"])
+
+    handler = AsyncSocketModeHandler(app, "xapp-1-A0APP-1-secret", web_client=web)
+    try:
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        envelope = await fake.user_presses(
+            CHANNEL, answer["ts"], ALICE, action_id="reply_feedback", value="good", timeout=2
+        )
+        await fake.wait_for_ack(envelope, timeout=2)
+    finally:
+        await handler.close_async()  # type: ignore[no-untyped-call]
+    assert values == ["good"]
+
+
+def test_feedback_block_actions_builder_is_signed_like_slack() -> None:
+    payload = sp.feedback_block_actions(
+        "reply_feedback",
+        "bad",
+        user_id=ALICE,
+        channel=CHANNEL,
+        message_ts="1700000000.000300",
+        thread_ts="1700000000.000100",
+        positive=False,
+    )
+    [action] = payload["actions"]
+    assert (action["type"], action["action_id"], action["value"], action["text"]["text"]) == (
+        "feedback_buttons",
+        "reply_feedback",
+        "bad",
+        "👎",
+    )
+    assert payload["message"]["thread_ts"] == payload["container"]["thread_ts"]
+    plain = sp.feedback_block_actions(
+        "reply_feedback", "good", user_id=ALICE, channel=CHANNEL, message_ts="1.2", element="button"
+    )
+    assert plain["actions"][0]["type"] == "button"
+    body, headers = sp.encode_interaction_request(payload)
+    assert SignatureVerifier(sp.SIGNING_SECRET).is_valid_request(body, headers)
