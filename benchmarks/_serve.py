@@ -94,8 +94,9 @@ class FakeSlackThread:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
     def replies(self) -> int:
-        """Replies the bot has posted so far (accepted chat.postMessage calls)."""
-        return sum(1 for call in self.fake.calls if call.method == "chat.postMessage" and call.ok)
+        """Complete answers the bot has given so far: accepted posts in a thread, and finished streams."""
+        return sum(1 for call in self.fake.calls if call.ok and (
+            call.method == "chat.stopStream" or (call.method == "chat.postMessage" and call.params.get("thread_ts"))))
 
 
 @contextmanager
@@ -128,12 +129,14 @@ class ServerProcess:
             return "(no log)"
 
 
-def bench_config(*, max_concurrency: int) -> str:
+def bench_config(*, max_concurrency: int, streaming: bool = True) -> str:
     """A config that only tunes the bot: the built-in routes, rules, router mode and voting stay as shipped."""
     return (
         "[bot]\n"
         f'support_channels = ["{CHANNEL}"]\n'
         f"max_concurrency = {max_concurrency}\n"
+        "[slack]\n"
+        f"streaming = {str(streaming).lower()}\n"
         "[escalation]\n"
         'channel = "C0PAGES"\n'
         'oncall = ["U0ONCALL"]\n'
@@ -189,14 +192,14 @@ async def throwaway_schema(url: str | None) -> AsyncIterator[str | None]:
 @contextmanager
 def serve_process(
     *, slack_api_url: str, anthropic_url: str, anthropic_key: str, max_concurrency: int,
-    database_url: str | None = None, log_level: str = "INFO",
+    database_url: str | None = None, log_level: str = "INFO", streaming: bool = True,
 ) -> Iterator[ServerProcess]:
     """Start `supportbot serve` in HTTP mode against the fakes, wait until /healthz answers, stop it after.
 
     The database is a fresh SQLite file in the server's temp directory unless `database_url` is given."""
     with tempfile.TemporaryDirectory(prefix="supportbot-bench-") as tmp:
         config = Path(tmp) / "supportbot.toml"
-        config.write_text(bench_config(max_concurrency=max_concurrency), encoding="utf-8")
+        config.write_text(bench_config(max_concurrency=max_concurrency, streaming=streaming), encoding="utf-8")
         inherited = {k: v for k, v in os.environ.items()
                      if not k.startswith(("SLACK_", "ANTHROPIC_", "SUPPORTBOT_", "DATABASE_URL"))}
         env = {

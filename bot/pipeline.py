@@ -352,8 +352,7 @@ class Pipeline:
             async with self.db.sessions.begin() as session:
                 await repo.set_stream(session, event.id, owner=self.instance_id, ts=stream.ts)
 
-        return AnswerStreamer(self.chat, msg, self.clock, interval_s=self.config.slack.stream_interval_s,
-                              on_start=record)
+        return AnswerStreamer(self.chat, msg, interval_s=self.config.slack.stream_interval_s, on_start=record)
 
     async def _vote(
         self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision, decision_id: int,

@@ -18,6 +18,11 @@ from typing import Any
 
 import anthropic
 import structlog
+
+try:  # the HTTP client the SDK is built on: httpx2 in its newer releases, httpx before
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    import httpx as _http  # type: ignore[no-redef]
 from anthropic.types import Message
 
 from bot.clock import Clock, SystemClock
@@ -124,7 +129,11 @@ class AnthropicLLM:
         async with self._client.messages.stream(**params, timeout=timeout_s) as stream:
             async for delta in stream.text_stream:
                 await sink.write(delta)
-            return await stream.get_final_message()
+            try:
+                return await stream.get_final_message()
+            except AssertionError as exc:  # the SDK's own check: the stream ended without a whole message
+                raise anthropic.APIResponseValidationError(
+                    stream.response, None, message="the stream ended before the message was complete") from exc
 
     def _wait_before_retry(self, failed_attempts: int, failure: _Failure) -> float:
         if failure.retry_after is not None:
@@ -220,14 +229,15 @@ class AnthropicLLM:
             error = getattr(result.error, "error", None)
             error_type = str(getattr(error, "type", "api_error"))
             return LLMUnavailable(f"{request.model}: {getattr(error, 'message', error_type)}",
-                                  kind=_BATCH_ERROR_KINDS.get(error_type, "server_error"))
+                                  kind=_ERROR_KINDS.get(error_type, "server_error"))
         return LLMUnavailable(f"{request.model}: batch request {result.type}", kind=str(result.type))
 
     async def close(self) -> None:
         await self._client.close()
 
 
-_BATCH_ERROR_KINDS: Mapping[str, str] = {
+# The API's error types (in batch results and in a stream's `error` event) as failure kinds.
+_ERROR_KINDS: Mapping[str, str] = {
     "invalid_request_error": "bad_request",
     "authentication_error": "auth",
     "permission_error": "auth",
@@ -291,7 +301,8 @@ def classify(exc: BaseException, *, timeout_s: float) -> _Failure:
     """An SDK (or transport) exception as a failure kind, a readable message and the wait it asked for."""
     if isinstance(exc, TimeoutError | anthropic.APITimeoutError):
         return _Failure("timeout", f"no answer within {timeout_s:g}s")
-    if isinstance(exc, anthropic.APIConnectionError):
+    if isinstance(exc, anthropic.APIConnectionError | _http.TransportError):
+        # The SDK wraps failures to connect, but not a connection cut in the middle of a streamed body.
         return _Failure("connection", f"connection failed: {exc}")
     if isinstance(exc, anthropic.APIResponseValidationError):
         return _Failure("bad_response", f"the API sent a body that is not a Messages response: {exc.message}")
@@ -302,6 +313,10 @@ def classify(exc: BaseException, *, timeout_s: float) -> _Failure:
         status = exc.status_code
         detail = _error_detail(exc)
         retry_after = _retry_after(exc)
+        if status == 200:
+            # An `error` event in the middle of a streamed answer: its type says what happened.
+            kind = _ERROR_KINDS.get(_error_type(exc), "server_error")
+            return _Failure(kind, f"the answer's stream broke off: {detail}", retry_after)
         if status == 429:
             return _Failure("rate_limited", f"rate limited (HTTP 429): {detail}", retry_after)
         if status == 529:
@@ -317,6 +332,12 @@ def classify(exc: BaseException, *, timeout_s: float) -> _Failure:
         return _Failure("bad_response", f"{type(exc).__name__}: {exc}")
     # Anything else is a bug on our side (a wrong argument, say): it must surface, not be retried.
     raise exc
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    error = body.get("error") if isinstance(body, Mapping) else None
+    return str(error.get("type")) if isinstance(error, Mapping) else "api_error"
 
 
 def _error_detail(exc: anthropic.APIStatusError) -> str:

@@ -35,10 +35,8 @@ class OfflineLLM:
         tool_input: Mapping[str, Any] | None = None
         reply = ""
         if request.tool is None:
+            # Not streamed (`request.stream_to` is left alone): a canned answer is whole at once.
             reply = self._persona_reply(request.route, text)
-            if request.stream_to is not None:
-                for piece in _pieces(reply):
-                    await request.stream_to.write(piece)
         elif request.tool.name == "route_message":
             tool_input = self._route(text, request.tool.input_schema)
         elif request.tool.name == "submit_verdict":
@@ -132,12 +130,6 @@ def synthesise(schema: Mapping[str, Any]) -> Any:
 def _snippet(text: str, limit: int = 80) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
-
-
-def _pieces(text: str, words: int = 4) -> list[str]:
-    """The text a few words at a time, as a model would stream it."""
-    parts = re.split(r"(?<=\s)", text)
-    return ["".join(parts[i:i + words]) for i in range(0, len(parts), words)]
 
 
 def _tokens(text: str) -> int:

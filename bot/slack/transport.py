@@ -24,7 +24,7 @@ from bot.settings import Settings
 from bot.slack.blocks import REPLY_EVENT_TYPE, reply_blocks, reply_metadata, thread_key
 from bot.slack.client import DEFAULT_TIMEOUT_S, build_web_client
 from bot.slack.events import HUMAN_SUBTYPES
-from bot.slack.mrkdwn import to_mrkdwn
+from bot.slack.mrkdwn import defuse_mentions, to_mrkdwn
 from bot.slack.pages import page_blocks, page_text
 from bot.slack.text import to_plain_text, without_pings
 
@@ -126,7 +126,7 @@ class SlackChat:
         in_dm = msg.channel_type == "im"
         try:
             response = await self._call("chat.startStream", self._quick.chat_startStream(
-                channel=msg.channel, thread_ts=msg.root_ts, markdown_text=without_pings(markdown),
+                channel=msg.channel, thread_ts=msg.root_ts, markdown_text=_markdown(markdown),
                 recipient_team_id=None if in_dm else msg.team, recipient_user_id=None if in_dm else msg.user))
         except TransportError as exc:
             if exc.code in STREAMING_UNAVAILABLE:
@@ -137,7 +137,7 @@ class SlackChat:
 
     async def append_stream(self, stream: PostedMessage, markdown: str) -> None:
         await self._call("chat.appendStream", self._quick.chat_appendStream(
-            channel=stream.channel, ts=stream.ts, markdown_text=without_pings(markdown)))
+            channel=stream.channel, ts=stream.ts, markdown_text=_markdown(markdown)))
 
     async def finish_stream(self, msg: InboundMessage, stream: PostedMessage, answer: Answer, *,
                             shown: str | None) -> PostedMessage:
@@ -146,7 +146,7 @@ class SlackChat:
         blocks = reply_blocks(None, request_value=self._request_value(msg, answer))
         metadata = reply_metadata(msg.dedupe_key)
         if shown is not None and answer.text.startswith(shown):
-            rest = without_pings(answer.text[len(shown):])
+            rest = _markdown(answer.text[len(shown):])
             try:
                 await self._call("chat.stopStream", self._quick.chat_stopStream(
                     channel=stream.channel, ts=stream.ts, markdown_text=rest or None, blocks=blocks or None,
@@ -312,6 +312,11 @@ class SlackChat:
             raise TransportError(f"Slack {method} failed: {type(exc).__name__} {exc}".strip(),
                                  code="connection") from exc
         return response
+
+
+def _markdown(text: str) -> str:
+    """Markdown for a stream, unable to ping anyone: `<!here>` and `@channel` forms are defused."""
+    return defuse_mentions(without_pings(text))
 
 
 def _error_code(exc: SlackApiError) -> str:

@@ -26,6 +26,8 @@ from tests.fakes.anthropic_api import FakeAnthropicAPI
 DUMMY_KEY = "sk-ant-dummy"
 # Short budgets so failure paths finish fast; the fake's retry-after hints are 10 ms.
 FAST_LLM = """
+[slack]
+stream_interval_s = 0.2
 [llm]
 timeout_s = 5
 max_retries = 2

@@ -246,12 +246,13 @@ def seed_questions(fake: FakeSlackAPI, texts: list[str], *, channel: str = SUPPO
 
 
 def bot_posts_per_thread(fake: FakeSlackAPI, channel: str = SUPPORT) -> dict[str, int]:
-    """How many messages the bot posted in each thread of `channel` (what users would see)."""
+    """How many finished messages of the bot each thread of `channel` shows (posted, or streamed and stopped)."""
     counts: dict[str, int] = {}
-    for call in fake.successful_calls_to("chat.postMessage"):
-        if call.params.get("channel") == channel and call.params.get("thread_ts"):
-            key = str(call.params["thread_ts"])
-            counts[key] = counts.get(key, 0) + 1
+    for message in fake.messages_in(channel):
+        replies = [m for m in fake.messages_in(channel, message.ts)
+                   if m.ts != message.ts and m.bot_id == fake.bot_id and m.stream_state != "streaming"]
+        if replies:
+            counts[message.ts] = len(replies)
     return counts
 
 

@@ -182,3 +182,34 @@ async def test_sigterm_with_work_longer_than_the_drain_bound_exits_in_time_and_l
     await wait_until(lambda: replies_in(fake_slack, question) == 1, 15, "the reply after the restart")
     await asyncio.sleep(1.0)
     assert replies_in(fake_slack, question) == 1
+
+
+async def test_a_kill_mid_stream_ends_in_one_complete_answer_after_the_restart(
+    fake_slack: FakeSlackAPI, fake_anthropic: FakeAnthropicAPI, sqlite_url: str, tmp_path: Path,
+    spawn_serve: SpawnServe,
+) -> None:
+    config = write_config(tmp_path)
+    env = serve_env(database_url=sqlite_url, config_path=config, instance_id="bot-a", slack=fake_slack,
+                    anthropic=fake_anthropic, lease_s=4.0)
+    fake_anthropic.first_token_s, fake_anthropic.tokens_per_s = 0.1, 2.0  # half a minute to write it all
+    server = await spawn_serve("bot-a", env)
+    question = await ask(fake_slack, server)
+    [row] = await wait_for_inbox(sqlite_url, lambda rows: rows[0].stream_ts is not None, 15, "the stream started")
+    stream_ts = row.stream_ts
+    assert stream_ts is not None
+    server.kill()
+    assert await server.wait_exit() == -signal.SIGKILL
+    half = fake_slack.message(SUPPORT, stream_ts)
+    assert half.stream_state == "streaming" and len(half.text) < 40  # the customer sees the first words only
+
+    fake_anthropic.first_token_s, fake_anthropic.tokens_per_s = 0.0, None
+    await server.start()
+    await server.wait_healthy()
+    [row] = await wait_for_inbox(sqlite_url, lambda rows: rows[0].status == "done", 20, "the message finished")
+
+    # The streamed message now holds the complete answer; nothing else was posted in the thread.
+    [answer] = [m for m in fake_slack.messages_in(SUPPORT, question.ts) if m.ts != question.ts]
+    assert answer.ts == stream_ts == row.reply_ts and answer.stream_state != "streaming"
+    shown = "\n".join([answer.text, *(b["text"]["text"] for b in answer.blocks or [] if b.get("type") == "section")])
+    assert "re: the app crashes every time I upload a file" in shown
+    assert answer.metadata is not None and row.attempts == 2
