@@ -1,0 +1,288 @@
+"""Retrieval: full-text candidates from the database, static-embedding similarity, page fusion, abstention.
+
+One interface on both engines. The engine (SQLite FTS5 bm25, or PostgreSQL ts_rank weighted by idf) ranks
+passages by their words; the static embeddings (bot/knowledge/embed.py) add passages that say the same
+thing in other words and score every candidate by meaning; passages are then grouped by page, and a page
+ranks by its best passage plus a share of its next two, plus how close its opening is to the question.
+A question whose closest passage is less similar than `[knowledge] min_score` gets no passages at all.
+The methods compared in benchmarks/kb_retrieval.py are the rows of METHODS; KEPT is the one in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.knowledge.embed import StaticEmbedder, from_bytes, load_embedder
+from bot.knowledge.text import STOPWORDS, query_terms, terms
+from storage import knowledge as repo
+from storage.engine import Database
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+# Passages the engine returns for one question, before fusion.
+LEXICAL_CANDIDATES = 200
+# Pages ranked by their best passage plus this share of their next two: a page with several good
+# passages is more likely the one, without letting a long page win by sheer length.
+NEXT_PASSAGES_SHARE = 0.3
+# Typo correction: only words this long, replaced by a known word one edit away seen in this many passages.
+TYPO_MIN_CHARS = 5
+TYPO_MIN_PASSAGES = 2
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way of ranking; `benchmarks/kb_retrieval.py` measures each side by side."""
+
+    name: str
+    description: str
+    field_weights: tuple[float, float, float] = repo.FIELD_WEIGHTS
+    stopwords: bool = True
+    typo: bool = False
+    page_fusion: bool = True
+    # Weight of a passage's similarity to the question, next to its lexical score (normalised to 1).
+    similarity: float = 0.0
+    # Passages added by similarity alone, however few words they share with the question.
+    similar_candidates: int = 0
+    # Weight of the similarity between the question and the page's opening (title and first passages).
+    opening: float = 0.0
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("bm25", "engine full text, every word of the question, fields equal, pages by best passage",
+           field_weights=(1.0, 1.0, 1.0), stopwords=False, page_fusion=False),
+    Method("+fields", "title and heading weigh more than the body", stopwords=False, page_fusion=False),
+    Method("+stopwords", "function words and chat filler dropped from the query", page_fusion=False),
+    Method("+pages", "a page ranks by its best passage plus a share of its next two"),
+    Method("+typos", "unknown words replaced by a known word one edit away", typo=True),
+    Method("+similar", "static-embedding similarity fused with the lexical score, similar passages added",
+           similarity=0.5, similar_candidates=30),
+    Method("+opening", "and the page's opening compared with the question", similarity=0.5,
+           similar_candidates=30, opening=1.0),
+)}
+KEPT = METHODS["+opening"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage found for a question; `source` is the file path or URL it is cited by."""
+
+    title: str
+    heading: str
+    source: str
+    source_name: str
+    text: str
+    score: float
+    similarity: float
+
+    def as_json(self) -> dict[str, object]:
+        return {"title": self.title, "heading": self.heading, "source": self.source,
+                "source_name": self.source_name, "score": round(self.score, 4),
+                "similarity": round(self.similarity, 4), "text": self.text}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The ranked passages (one per page), or none when the docs do not cover the question."""
+
+    question: str
+    hits: tuple[Hit, ...]
+    # Similarity of the closest passage in scope: what min_score is compared with.
+    relevance: float
+    abstained: bool
+    terms: tuple[str, ...]
+    # What would have been returned had the threshold not applied (for `kb search` and evaluation).
+    ranked: tuple[Hit, ...] = ()
+
+
+@dataclass
+class _Fused:
+    scores: dict[int, float]
+    similarity: dict[int, float] = field(default_factory=dict)
+    openings: dict[int, float] = field(default_factory=dict)
+    relevance: float = 0.0
+
+
+@dataclass
+class _Index:
+    """What search keeps in memory for one state of the index: vectors, vocabulary, document openings."""
+
+    state: tuple[tuple[int, int], ...]
+    ids: IntArray
+    documents: IntArray
+    sources: IntArray
+    vectors: FloatArray
+    openings: dict[int, FloatArray]
+    vocabulary: dict[str, int]
+    row_of: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.row_of = {int(passage): row for row, passage in enumerate(self.ids.tolist())}
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def idf(self, term: str) -> float:
+        n = self.vocabulary.get(term, 0)
+        return math.log(1.0 + (self.size - n + 0.5) / (n + 0.5))
+
+
+class Retriever:
+    """Searches the knowledge base in `db`; caches vectors per index state, reloading after any sync."""
+
+    def __init__(self, db: Database, *, method: Method = KEPT, embedder: StaticEmbedder | None = None) -> None:
+        self.db = db
+        self.method = method
+        self._embedder = embedder
+        self._index: _Index | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def embedder(self) -> StaticEmbedder:
+        if self._embedder is None:
+            self._embedder = load_embedder()
+        return self._embedder
+
+    def with_method(self, method: Method) -> Retriever:
+        other = Retriever(self.db, method=method, embedder=self._embedder)
+        other._index = self._index
+        return other
+
+    async def search(self, question: str, *, source_ids: Sequence[int] | None, limit: int,
+                     min_score: float) -> SearchResult:
+        """The best passage of each of the `limit` best pages in scope (None = every source)."""
+        async with self.db.sessions() as session:
+            index = await self._current(session)
+            words = self._terms(question, index)
+            idf = {word: index.idf(word) for word in words if word in index.vocabulary}
+            lexical = await repo.full_text_search(session, words, source_ids=source_ids, limit=LEXICAL_CANDIDATES,
+                                                  idf=idf, weights=self.method.field_weights)
+            fused = self._fuse(index, question, lexical, source_ids)
+            ranked = self._pages(index, fused, limit)
+            rows = await repo.passages_by_id(session, [passage for passage, _ in ranked])
+        hits = tuple(Hit(title=rows[p].title, heading=rows[p].heading, source=rows[p].location,
+                         source_name=rows[p].source, text=rows[p].text, score=score,
+                         similarity=fused.similarity.get(p, 0.0))
+                     for p, score in ranked if p in rows)
+        abstained = not hits or fused.relevance < min_score
+        return SearchResult(question=question, hits=() if abstained else hits, relevance=fused.relevance,
+                            abstained=abstained, terms=tuple(words), ranked=hits)
+
+    # -- steps
+
+    def _terms(self, question: str, index: _Index) -> list[str]:
+        words = query_terms(question) if self.method.stopwords else list(dict.fromkeys(terms(question)))
+        if self.method.typo:
+            words = list(dict.fromkeys(_corrected(word, index.vocabulary) for word in words))
+        return words
+
+    def _fuse(self, index: _Index, question: str, lexical: list[tuple[int, float]],
+              source_ids: Sequence[int] | None) -> _Fused:
+        """Passage scores: lexical normalised to the best one, plus weighted similarity to the question."""
+        method = self.method
+        top = max((score for _, score in lexical), default=0.0)
+        scores = {passage: (score / top if top > 0 else 0.0) for passage, score in lexical}
+        fused = _Fused(scores=scores)
+        query = self.embedder.embed(question)
+        if query is None or index.size == 0:
+            return fused
+        in_scope = np.ones(index.size, dtype=bool) if source_ids is None else np.isin(index.sources, source_ids)
+        if not in_scope.any():
+            return fused
+        sims = index.vectors @ query
+        sims[~in_scope] = -1.0
+        fused.relevance = float(sims.max())
+        if method.similar_candidates:
+            for row in np.argsort(-sims)[: method.similar_candidates].tolist():
+                scores.setdefault(int(index.ids[row]), 0.0)
+        for passage in scores:
+            row = index.row_of.get(passage)
+            if row is not None:
+                fused.similarity[passage] = float(sims[row])
+        if method.similarity:
+            for passage in scores:
+                scores[passage] += method.similarity * max(fused.similarity.get(passage, 0.0), 0.0)
+        if method.opening:
+            fused.openings = {d: max(float(v @ query), 0.0) for d, v in index.openings.items()}
+        return fused
+
+    def _pages(self, index: _Index, fused: _Fused, limit: int) -> list[tuple[int, float]]:
+        """(best passage, page score) of the `limit` best pages."""
+        by_page: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        for passage, score in fused.scores.items():
+            row = index.row_of.get(passage)
+            if row is not None:
+                by_page[int(index.documents[row])].append((score, passage))
+        ranked: list[tuple[float, int]] = []
+        for document, found in by_page.items():
+            found.sort(reverse=True)
+            page = found[0][0]
+            if self.method.page_fusion:
+                page += NEXT_PASSAGES_SHARE * sum(score for score, _ in found[1:3])
+            page += self.method.opening * fused.openings.get(document, 0.0)
+            ranked.append((page, found[0][1]))
+        ranked.sort(reverse=True)
+        return [(passage, score) for score, passage in ranked[:limit]]
+
+    # -- the cached index
+
+    async def _current(self, session: repo.AsyncSession) -> _Index:
+        state = await repo.index_state(session)
+        if self._index is not None and self._index.state == state:
+            return self._index
+        async with self._lock:
+            if self._index is None or self._index.state != state:
+                self._index = await self._load(session, state)
+        return self._index
+
+    async def _load(self, session: repo.AsyncSession, state: tuple[tuple[int, int], ...]) -> _Index:
+        rows = await repo.passage_vectors(session)
+        vocabulary = await repo.vocabulary(session)
+        dimensions = self.embedder.dimensions
+        vectors = from_bytes([row[4] for row in rows], dimensions)
+        openings: dict[int, list[FloatArray]] = defaultdict(list)
+        for (_, document, _, position, _), vector in zip(rows, vectors, strict=True):
+            if position < 2:
+                openings[document].append(vector)
+        opening_vectors = {}
+        for document, parts in openings.items():
+            mean = np.mean(parts, axis=0)
+            norm = float(np.linalg.norm(mean))
+            if norm > 0:
+                opening_vectors[document] = (mean / norm).astype(np.float32)
+        return _Index(state=state, ids=np.array([r[0] for r in rows], dtype=np.int64),
+                      documents=np.array([r[1] for r in rows], dtype=np.int64),
+                      sources=np.array([r[2] for r in rows], dtype=np.int64), vectors=vectors,
+                      openings=opening_vectors, vocabulary=vocabulary)
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _corrected(word: str, vocabulary: dict[str, int]) -> str:
+    """`word`, or the most frequent indexed word one edit away when `word` itself is not indexed."""
+    if word in vocabulary or len(word) < TYPO_MIN_CHARS or not word.isalpha() or word in STOPWORDS:
+        return word
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    candidates = {a + b[1:] for a, b in splits if b}
+    candidates |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    candidates |= {a + c + b[1:] for a, b in splits if b for c in _LETTERS}
+    candidates |= {a + c + b for a, b in splits for c in _LETTERS}
+    known = [(vocabulary[c], c) for c in candidates if vocabulary.get(c, 0) >= TYPO_MIN_PASSAGES]
+    return max(known)[1] if known else word
+
+
+def method_named(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r} (known: {', '.join(METHODS)})") from None
+
