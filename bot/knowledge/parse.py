@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import Literal
+
+from lxml import etree
 
 from bot.knowledge.errors import DocumentError
 
@@ -131,11 +133,10 @@ _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _SECTION_LEVELS = 4
 
 
-class _HTMLSections(HTMLParser):
-    """Collects visible text in blocks under the nearest heading; tolerant of broken markup."""
+class _HTMLSections:
+    """lxml parser target: collects visible text in blocks under the nearest heading."""
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.title = ""
         self.first_h1 = ""
         self.sections: list[tuple[str, list[Block], bool]] = []
@@ -156,7 +157,8 @@ class _HTMLSections(HTMLParser):
 
     # -- tags
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def start(self, tag: str, attrs: Mapping[str, str]) -> None:
+        tag = tag.lower()
         if tag in _VOID:
             if tag in ("br", "hr"):
                 self._buffer.append("\n" if self._pre_depth else " ")
@@ -173,7 +175,7 @@ class _HTMLSections(HTMLParser):
             self._skip_stack.append(tag)
             self._skip_depth += 1
             return
-        if tag in ("main", "article") or dict(attrs).get("role") == "main":
+        if tag in ("main", "article") or attrs.get("role") == "main":
             self._main_depth += 1
             self.has_main = True
         level = _HEADINGS.get(tag)
@@ -189,7 +191,10 @@ class _HTMLSections(HTMLParser):
             self._flush()
             self._term = tag == "dt"
 
-    def handle_endtag(self, tag: str) -> None:
+    def end(self, tag: str) -> None:
+        tag = tag.lower()
+        if tag in _VOID and tag not in ("br", "hr"):
+            return
         if self._skip_depth:
             if tag in self._skip_stack:
                 while self._skip_stack:
@@ -213,7 +218,7 @@ class _HTMLSections(HTMLParser):
         if tag in ("main", "article") and self._main_depth:
             self._main_depth -= 1
 
-    def handle_data(self, data: str) -> None:
+    def data(self, data: str) -> None:
         if self._in_title:
             self._title_parts.append(data)
         elif self._skip_depth:
@@ -253,8 +258,7 @@ class _HTMLSections(HTMLParser):
         self._blocks = []
         self._section_in_main = self._main_depth > 0
 
-    def finish(self) -> None:
-        self.close()
+    def close(self) -> None:
         if self._heading_level:
             self._start_section(self._heading_level, _collapse("".join(self._heading_parts)))
         self._close_section()
@@ -267,8 +271,15 @@ def _collapse_pre(text: str) -> str:
 
 def _parse_html(text: str) -> ParsedDocument:
     parser = _HTMLSections()
-    parser.feed(text)
-    parser.finish()
+    # libxml2's HTML parser (via lxml) recovers from broken markup like browsers do, and is fast; it is fed
+    # UTF-8 bytes because it refuses str input that carries an encoding declaration.
+    feeder = etree.HTMLParser(target=parser, encoding="utf-8", recover=True, no_network=True,
+                              remove_comments=True, remove_pis=True)
+    try:
+        feeder.feed(text.encode("utf-8", errors="replace"))
+        feeder.close()
+    except etree.LxmlError:
+        parser.close()
     sections: list[Section] = []
     for heading, blocks, in_main in parser.sections:
         if parser.has_main and not in_main:
