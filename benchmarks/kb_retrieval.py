@@ -86,7 +86,7 @@ async def _evaluate(kb: KnowledgeBase, questions: Sequence[LabelledQuestion], me
                     min_score: float) -> dict[str, Any]:
     retriever = kb.retriever.with_method(method)
     started = time.perf_counter()
-    outcomes = await run(questions, lambda q: retriever.search(q, source_ids=None, limit=RANK_DEPTH,
+    outcomes = await run(questions, lambda q: retriever.search(q, limit=RANK_DEPTH,
                                                                min_score=min_score))
     report = summary(outcomes, time.perf_counter() - started)
     report["method"] = method.name

@@ -139,10 +139,20 @@ async def finish_sync(session: AsyncSession, source_id: int, *, changed: bool, e
     await session.execute(update(KnowledgeSource).where(KnowledgeSource.id == source_id).values(**values))
 
 
-async def index_state(session: AsyncSession) -> tuple[tuple[int, int], ...]:
-    """(source id, version) of every source: it changes whenever any passage does."""
-    rows = await session.execute(select(KnowledgeSource.id, KnowledgeSource.version).order_by(KnowledgeSource.id))
-    return tuple((int(i), int(v)) for i, v in rows.all())
+@dataclass(frozen=True)
+class SourceState:
+    """A source as search sees it; the tuple of all of them changes whenever any passage or scope does."""
+
+    id: int
+    name: str
+    version: int
+    routes: tuple[str, ...]
+
+
+async def index_state(session: AsyncSession) -> tuple[SourceState, ...]:
+    rows = await session.execute(select(KnowledgeSource.id, KnowledgeSource.name, KnowledgeSource.version,
+                                        KnowledgeSource.routes).order_by(KnowledgeSource.id))
+    return tuple(SourceState(int(i), name, int(v), tuple(routes)) for i, name, v, routes in rows.all())
 
 
 # --------------------------------------------------------------------------- documents and passages
@@ -288,12 +298,3 @@ async def passages_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int,
         .where(KnowledgePassage.id.in_(list(ids))))
     return {int(r[0]): PassageRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7])) for r in rows.all()}
 
-
-async def source_ids_by_name(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(KnowledgeSource.name, KnowledgeSource.id))
-    return {name: int(i) for name, i in rows.all()}
-
-
-async def source_routes(session: AsyncSession) -> dict[str, list[str]]:
-    rows = await session.execute(select(KnowledgeSource.name, KnowledgeSource.routes))
-    return {name: list(routes) for name, routes in rows.all()}

@@ -163,13 +163,13 @@ class _HTMLSections:
             if tag in ("br", "hr"):
                 self._buffer.append("\n" if self._pre_depth else " ")
             return
+        if tag == "title":
+            self._in_title = True
+            return
         if self._skip_depth:
             if tag in _SKIPPED:
                 self._skip_stack.append(tag)
                 self._skip_depth += 1
-            return
-        if tag == "title":
-            self._in_title = True
             return
         if tag in _SKIPPED:
             self._skip_stack.append(tag)
@@ -195,16 +195,16 @@ class _HTMLSections:
         tag = tag.lower()
         if tag in _VOID and tag not in ("br", "hr"):
             return
+        if tag == "title":
+            self._in_title = False
+            self.title = self.title or _collapse("".join(self._title_parts))
+            return
         if self._skip_depth:
             if tag in self._skip_stack:
                 while self._skip_stack:
                     self._skip_depth -= 1
                     if self._skip_stack.pop() == tag:
                         break
-            return
-        if tag == "title":
-            self._in_title = False
-            self.title = self.title or _collapse("".join(self._title_parts))
             return
         if tag in _HEADINGS and self._heading_level:
             self._start_section(self._heading_level, _collapse("".join(self._heading_parts)))

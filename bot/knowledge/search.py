@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,9 @@ IntArray = npt.NDArray[np.int64]
 
 # Passages the engine returns for one question, before fusion.
 LEXICAL_CANDIDATES = 200
+# Words in more passages than this share are left out of the full-text query (see _informative).
+MAX_TERM_SHARE = 0.15
+MIN_COMMON_PASSAGES = 50
 # Pages ranked by their best passage plus this share of their next two: a page with several good
 # passages is more likely the one, without letting a long page win by sheer length.
 NEXT_PASSAGES_SHARE = 0.3
@@ -68,6 +71,35 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            similar_candidates=30, opening=1.0),
 )}
 KEPT = METHODS["+opening"]
+
+
+# Picks the ids of the sources to search from all sources (None = every one).
+Scope = Callable[[Sequence[repo.SourceState]], list[int] | None]
+
+
+def every_source(_: Sequence[repo.SourceState]) -> list[int] | None:
+    return None
+
+
+def scope_for(route: str | None, route_sources: Sequence[str] | None, names: Sequence[str] | None) -> Scope:
+    """The sources a route may use — its `knowledge` list (None = all), less sources scoped to other routes —
+    narrowed to `names` when given."""
+
+    def pick(sources: Sequence[repo.SourceState]) -> list[int] | None:
+        if route is None and names is None:
+            return None
+        chosen = []
+        for source in sources:
+            if route is not None and source.routes and route not in source.routes:
+                continue
+            if route_sources is not None and source.name not in route_sources:
+                continue
+            if names is not None and source.name not in names:
+                continue
+            chosen.append(source.id)
+        return chosen
+
+    return pick
 
 
 @dataclass(frozen=True)
@@ -114,12 +146,14 @@ class _Fused:
 class _Index:
     """What search keeps in memory for one state of the index: vectors, vocabulary, document openings."""
 
-    state: tuple[tuple[int, int], ...]
+    state: tuple[repo.SourceState, ...]
     ids: IntArray
     documents: IntArray
     sources: IntArray
     vectors: FloatArray
-    openings: dict[int, FloatArray]
+    # Documents with an opening vector (the mean of their first passages), and those vectors as rows.
+    opening_ids: list[int]
+    opening_vectors: FloatArray
     vocabulary: dict[str, int]
     row_of: dict[int, int] = field(default_factory=dict)
 
@@ -156,15 +190,17 @@ class Retriever:
         other._index = self._index
         return other
 
-    async def search(self, question: str, *, source_ids: Sequence[int] | None, limit: int,
+    async def search(self, question: str, *, scope: Scope = every_source, limit: int,
                      min_score: float) -> SearchResult:
-        """The best passage of each of the `limit` best pages in scope (None = every source)."""
+        """The best passage of each of the `limit` best pages among the sources `scope` picks."""
         async with self.db.sessions() as session:
             index = await self._current(session)
+            source_ids = scope(index.state)
             words = self._terms(question, index)
             idf = {word: index.idf(word) for word in words if word in index.vocabulary}
-            lexical = await repo.full_text_search(session, words, source_ids=source_ids, limit=LEXICAL_CANDIDATES,
-                                                  idf=idf, weights=self.method.field_weights)
+            lexical = await repo.full_text_search(session, _informative(words, index), source_ids=source_ids,
+                                                  limit=LEXICAL_CANDIDATES, idf=idf,
+                                                  weights=self.method.field_weights)
             fused = self._fuse(index, question, lexical, source_ids)
             ranked = self._pages(index, fused, limit)
             rows = await repo.passages_by_id(session, [passage for passage, _ in ranked])
@@ -194,24 +230,29 @@ class Retriever:
         query = self.embedder.embed(question)
         if query is None or index.size == 0:
             return fused
-        in_scope = np.ones(index.size, dtype=bool) if source_ids is None else np.isin(index.sources, source_ids)
-        if not in_scope.any():
-            return fused
-        sims = index.vectors @ query
-        sims[~in_scope] = -1.0
+        # einsum, not `@`: on a busy machine BLAS threads make this product several times slower.
+        sims = np.einsum("ij,j->i", index.vectors, query)
+        if source_ids is not None:
+            sims[~np.isin(index.sources, np.array(list(source_ids), dtype=np.int64))] = -1.0
         fused.relevance = float(sims.max())
+        if fused.relevance <= -1.0:
+            fused.relevance = 0.0
+            return fused
         if method.similar_candidates:
-            for row in np.argsort(-sims)[: method.similar_candidates].tolist():
-                scores.setdefault(int(index.ids[row]), 0.0)
-        for passage in scores:
-            row = index.row_of.get(passage)
-            if row is not None:
+            count = min(method.similar_candidates, index.size)
+            for row in np.argpartition(-sims, count - 1)[:count].tolist():
+                if sims[row] > -1.0:
+                    scores.setdefault(int(index.ids[row]), 0.0)
+        rows = [index.row_of.get(passage, -1) for passage in scores]
+        for passage, row in zip(scores, rows, strict=True):
+            if row >= 0:
                 fused.similarity[passage] = float(sims[row])
         if method.similarity:
             for passage in scores:
                 scores[passage] += method.similarity * max(fused.similarity.get(passage, 0.0), 0.0)
-        if method.opening:
-            fused.openings = {d: max(float(v @ query), 0.0) for d, v in index.openings.items()}
+        if method.opening and index.opening_ids:
+            opening_sims = np.maximum(np.einsum("ij,j->i", index.opening_vectors, query), 0.0).tolist()
+            fused.openings = dict(zip(index.opening_ids, opening_sims, strict=True))
         return fused
 
     def _pages(self, index: _Index, fused: _Fused, limit: int) -> list[tuple[int, float]]:
@@ -243,7 +284,7 @@ class Retriever:
                 self._index = await self._load(session, state)
         return self._index
 
-    async def _load(self, session: repo.AsyncSession, state: tuple[tuple[int, int], ...]) -> _Index:
+    async def _load(self, session: repo.AsyncSession, state: tuple[repo.SourceState, ...]) -> _Index:
         rows = await repo.passage_vectors(session)
         vocabulary = await repo.vocabulary(session)
         dimensions = self.embedder.dimensions
@@ -252,16 +293,33 @@ class Retriever:
         for (_, document, _, position, _), vector in zip(rows, vectors, strict=True):
             if position < 2:
                 openings[document].append(vector)
-        opening_vectors = {}
+        opening_ids: list[int] = []
+        opening_rows: list[FloatArray] = []
         for document, parts in openings.items():
             mean = np.mean(parts, axis=0)
             norm = float(np.linalg.norm(mean))
             if norm > 0:
-                opening_vectors[document] = (mean / norm).astype(np.float32)
+                opening_ids.append(document)
+                opening_rows.append((mean / norm).astype(np.float32))
         return _Index(state=state, ids=np.array([r[0] for r in rows], dtype=np.int64),
                       documents=np.array([r[1] for r in rows], dtype=np.int64),
                       sources=np.array([r[2] for r in rows], dtype=np.int64), vectors=vectors,
-                      openings=opening_vectors, vocabulary=vocabulary)
+                      opening_ids=opening_ids,
+                      opening_vectors=np.array(opening_rows, dtype=np.float32).reshape(-1, dimensions),
+                      vocabulary=vocabulary)
+
+
+def _informative(words: list[str], index: _Index) -> list[str]:
+    """The words worth a full-text lookup: those in at most MAX_TERM_SHARE of the passages (a word on every
+    page ranks nothing and makes the engine score thousands of rows), or else the two rarest known ones."""
+    if index.size == 0:
+        return words
+    limit = max(MIN_COMMON_PASSAGES, MAX_TERM_SHARE * index.size)
+    kept = [word for word in words if index.vocabulary.get(word, 0) <= limit]
+    if any(word in index.vocabulary for word in kept):
+        return kept
+    known = sorted((index.vocabulary[word], word) for word in words if word in index.vocabulary)
+    return [word for _, word in known[:2]]
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"

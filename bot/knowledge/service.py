@@ -14,7 +14,7 @@ from bot.knowledge.embed import StaticEmbedder, load_embedder, to_bytes
 from bot.knowledge.errors import DocumentError, SourceError
 from bot.knowledge.fetch import Failed, Fetched, is_url, normalize_location, read_locations
 from bot.knowledge.parse import DocumentKind, decode, parse
-from bot.knowledge.search import KEPT, Method, Retriever, SearchResult
+from bot.knowledge.search import KEPT, Method, Retriever, Scope, SearchResult, scope_for
 from bot.knowledge.text import index_text
 from storage import knowledge as repo
 from storage.engine import Database
@@ -238,37 +238,23 @@ class KnowledgeBase:
 
     # -- search
 
-    async def source_ids_for(self, route: str | None) -> list[int] | None:
-        """Sources a route may answer from: its `knowledge` list (default: all), less sources scoped elsewhere.
-        None means every source (no route given)."""
-        async with self.db.sessions() as session:
-            ids = await repo.source_ids_by_name(session)
-            scopes = await repo.source_routes(session)
-        if route is None:
-            return None
-        wanted = self.config.routes[route].knowledge if route in self.config.routes else None
-        names = ids.keys() if wanted is None else [name for name in wanted if name in ids]
-        return [ids[name] for name in names if not scopes.get(name) or route in scopes[name]]
+    def scope(self, route: str | None = None, sources: Sequence[str] | None = None) -> Scope:
+        known = self.config.routes.get(route) if route is not None else None
+        return scope_for(route, known.knowledge if known is not None else None, sources)
 
     async def has_sources(self, route: str | None = None) -> bool:
-        scope = await self.source_ids_for(route)
-        if scope is None:
-            async with self.db.sessions() as session:
-                return bool(await repo.source_ids_by_name(session))
-        return bool(scope)
+        """Whether a search in this route's scope (or anywhere) can find anything at all."""
+        async with self.db.sessions() as session:
+            state = await repo.index_state(session)
+        chosen = self.scope(route)(state)
+        return bool(state) if chosen is None else bool(chosen)
 
     async def search(self, question: str, *, route: str | None = None, sources: Sequence[str] | None = None,
                      limit: int | None = None, min_score: float | None = None) -> SearchResult:
-        """Passages for `question` in the route's scope (or the named sources), or an abstention."""
-        scope = await self.source_ids_for(route)
-        if sources is not None:
-            async with self.db.sessions() as session:
-                ids = await repo.source_ids_by_name(session)
-            named = [ids[name] for name in sources if name in ids]
-            scope = named if scope is None else [i for i in scope if i in named]
+        """Passages for `question` in the route's scope (and among the named sources), or an abstention."""
         settings = self.config.knowledge
         return await self.retriever.search(
-            question, source_ids=scope, limit=limit or settings.top_k,
+            question, scope=self.scope(route, sources), limit=limit or settings.top_k,
             min_score=settings.min_score if min_score is None else min_score)
 
 
