@@ -142,7 +142,8 @@ async def latency(database_url: str, corpus: Path, questions: Sequence[LabelledQ
         await db.dispose()
 
 
-async def measure(data: Path, database_url: str | None, method_names: Sequence[str], rounds: int) -> dict[str, Any]:
+async def measure(data: Path, database_url: str | None, method_names: Sequence[str], rounds: int,
+                  with_latency: bool = True) -> dict[str, Any]:
     corpus = data / "corpus"
     questions = read_questions(data / "questions.jsonl")
     methods = [METHODS[name] for name in method_names]
@@ -154,15 +155,18 @@ async def measure(data: Path, database_url: str | None, method_names: Sequence[s
                               "embedder_rss_mb": round((_rss_kb() - before) / 1024, 1)}
     with tempfile.TemporaryDirectory() as folder:
         report["sqlite"] = await quality(f"sqlite+aiosqlite:///{folder}/kb.db", corpus, questions, methods)
-        report["sqlite_latency"] = await latency(f"sqlite+aiosqlite:///{folder}/lat.db", corpus, questions, rounds)
+        if with_latency:
+            report["sqlite_latency"] = await latency(f"sqlite+aiosqlite:///{folder}/lat.db", corpus, questions,
+                                                     rounds)
     if database_url:
         try:
             async with throwaway_schema(database_url) as url:
                 assert url is not None
                 report["postgres"] = await quality(url, corpus, questions, [KEPT])
-            async with throwaway_schema(database_url) as url:
-                assert url is not None
-                report["postgres_latency"] = await latency(url, corpus, questions, rounds)
+            if with_latency:
+                async with throwaway_schema(database_url) as url:
+                    assert url is not None
+                    report["postgres_latency"] = await latency(url, corpus, questions, rounds)
         except OSError as exc:
             report["postgres_skipped"] = f"PostgreSQL unavailable: {exc}"
     return report
@@ -209,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to compare")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the questions for the latency run")
     parser.add_argument("--quick", action="store_true", help="one latency round")
+    parser.add_argument("--no-latency", action="store_true", help="quality and indexing only")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if not (args.data / "questions.jsonl").exists() or not (args.data / "corpus").is_dir():
@@ -222,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [name for name in names if name not in METHODS]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)} (known: {', '.join(METHODS)})")
-    report = asyncio.run(measure(args.data, args.database_url or None, names, 1 if args.quick else args.rounds))
+    report = asyncio.run(measure(args.data, args.database_url or None, names, 1 if args.quick else args.rounds,
+                                 not args.no_latency))
     if args.json:
         print(json.dumps(report))
     else:

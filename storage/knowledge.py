@@ -232,11 +232,14 @@ async def _insert_passages(session: AsyncSession, source_id: int, document_id: i
 
 async def full_text_search(session: AsyncSession, terms: Sequence[str], *, source_ids: Sequence[int] | None,
                            limit: int, idf: Mapping[str, float] | None = None,
-                           weights: tuple[float, float, float] = FIELD_WEIGHTS) -> list[tuple[int, float]]:
-    """Passages holding any of `terms` (letters and digits only), best first, with the engine's score
-    (bigger is better on both engines; `idf` weighs the terms where the engine does not itself)."""
-    safe = [term for term in terms if term.isalnum()]
-    if not safe or (source_ids is not None and not source_ids):
+                           weights: tuple[float, float, float] = FIELD_WEIGHTS,
+                           heading_terms: Sequence[str] = ()) -> list[tuple[int, float]]:
+    """Passages holding any of `terms` anywhere, or any of `heading_terms` in their title or heading, best
+    first, with the engine's score (bigger is better on both engines; `idf` weighs the terms where the
+    engine does not itself). Terms are letters and digits only; anything else is dropped."""
+    anywhere = [term for term in terms if term.isalnum()]
+    headings = [term for term in heading_terms if term.isalnum() and term not in anywhere]
+    if not (anywhere or headings) or (source_ids is not None and not source_ids):
         return []
     scope = ""
     params: dict[str, Any] = {"limit": limit}
@@ -245,17 +248,21 @@ async def full_text_search(session: AsyncSession, terms: Sequence[str], *, sourc
         params["sources"] = list(source_ids)
     if _dialect(session) == "sqlite":
         # Each term quoted: FTS5 reads it as a plain string, never as an operator (OR, NEAR, column:).
-        params["q"] = " OR ".join(f'"{term}"' for term in safe)
+        parts = [f'"{term}"' for term in anywhere]
+        if headings:
+            parts.append("{title heading} : (" + " OR ".join(f'"{term}"' for term in headings) + ")")
+        params["q"] = " OR ".join(parts)
         bm25_weights = ", ".join(str(float(w)) for w in weights)
         sql = (f"SELECT f.rowid, -bm25(knowledge_fts, {bm25_weights}) AS score FROM knowledge_fts AS f "
                f"JOIN knowledge_passages AS p ON p.id = f.rowid WHERE knowledge_fts MATCH :q{scope} "
                "ORDER BY score DESC LIMIT :limit")
     else:
         # ts_rank knows no idf: one rank per term, weighted by the term's idf, makes it BM25-like.
-        params["q"] = " | ".join(safe)
+        lexemes = anywhere + [f"{term}:AB" for term in headings]
+        params["q"] = " | ".join(lexemes)
         ranks = []
-        for index, term in enumerate(safe):
-            params[f"t{index}"] = term
+        for index, (term, lexeme) in enumerate(zip([*anywhere, *headings], lexemes, strict=True)):
+            params[f"t{index}"] = lexeme
             params[f"w{index}"] = idf.get(term, 0.0) if idf is not None else 1.0
             ranks.append(f"ts_rank('{_pg_weights(weights)}', p.search_vector, to_tsquery('simple', :t{index}), 1) "
                          f"* :w{index}")

@@ -29,8 +29,8 @@ IntArray = npt.NDArray[np.int64]
 
 # Passages the engine returns for one question, before fusion.
 LEXICAL_CANDIDATES = 200
-# Words in more passages than this share are left out of the full-text query (see _informative).
-MAX_TERM_SHARE = 0.15
+# Words in more passages than this share are looked up in titles and headings only (see _split_common).
+MAX_TERM_SHARE = 0.3
 MIN_COMMON_PASSAGES = 50
 # Pages ranked by their best passage plus this share of their next two: a page with several good
 # passages is more likely the one, without letting a long page win by sheer length.
@@ -70,7 +70,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("+opening", "and the page's opening compared with the question", similarity=0.5,
            similar_candidates=30, opening=1.0),
 )}
-KEPT = METHODS["+opening"]
+KEPT = METHODS["+pages"]
 
 
 # Picks the ids of the sources to search from all sources (None = every one).
@@ -198,7 +198,8 @@ class Retriever:
             source_ids = scope(index.state)
             words = self._terms(question, index)
             idf = {word: index.idf(word) for word in words if word in index.vocabulary}
-            lexical = await repo.full_text_search(session, _informative(words, index), source_ids=source_ids,
+            rare, common = _split_common(words, index)
+            lexical = await repo.full_text_search(session, rare, heading_terms=common, source_ids=source_ids,
                                                   limit=LEXICAL_CANDIDATES, idf=idf,
                                                   weights=self.method.field_weights)
             fused = self._fuse(index, question, lexical, source_ids)
@@ -309,17 +310,12 @@ class Retriever:
                       vocabulary=vocabulary)
 
 
-def _informative(words: list[str], index: _Index) -> list[str]:
-    """The words worth a full-text lookup: those in at most MAX_TERM_SHARE of the passages (a word on every
-    page ranks nothing and makes the engine score thousands of rows), or else the two rarest known ones."""
-    if index.size == 0:
-        return words
+def _split_common(words: list[str], index: _Index) -> tuple[list[str], list[str]]:
+    """Words to look up anywhere, and common words (in more than MAX_TERM_SHARE of the passages) to look up
+    in titles and headings only: in a body they rank nothing, and make the engine score thousands of rows."""
     limit = max(MIN_COMMON_PASSAGES, MAX_TERM_SHARE * index.size)
-    kept = [word for word in words if index.vocabulary.get(word, 0) <= limit]
-    if any(word in index.vocabulary for word in kept):
-        return kept
-    known = sorted((index.vocabulary[word], word) for word in words if word in index.vocabulary)
-    return [word for _, word in known[:2]]
+    rare = [word for word in words if index.vocabulary.get(word, 0) <= limit]
+    return rare, [word for word in words if word not in rare]
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
