@@ -38,13 +38,13 @@ def _units(passage: str) -> list[str]:
 
 def extract(question: str, hit: Hit, max_chars: int = MAX_ANSWER_CHARS) -> ExtractiveAnswer:
     """The passage's sentence sharing most of the question's words, with what follows it, up to `max_chars`."""
-    wanted = set(query_terms(question))
+    wanted = {_stem(word) for word in query_terms(question)}
     units = _units(hit.text)
     if not units:
         return ExtractiveAnswer(hit.text[:max_chars], hit.title, hit.heading, hit.source)
 
     def overlap(unit: str) -> float:
-        found = set(terms(unit))
+        found = {_stem(word) for word in terms(unit)}
         # Rarer words count more, crudely: longer words tend to be the specific ones.
         return sum(1.0 + len(word) / 10 for word in wanted & found)
 
@@ -63,6 +63,14 @@ def extract(question: str, hit: Hit, max_chars: int = MAX_ANSWER_CHARS) -> Extra
     if len(text) > max_chars:
         text = text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
     return ExtractiveAnswer(text=text, title=hit.title, heading=hit.heading, source=hit.source)
+
+
+def _stem(word: str) -> str:
+    """A crude English stem, enough to match "refund" with "refunds" or "granted" with "grant"."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
 
 
 def _join(units: list[str]) -> str:

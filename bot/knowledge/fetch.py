@@ -192,10 +192,11 @@ class WebReader:
             async with self._limit, self._session.get(origin + "/robots.txt", max_redirects=MAX_REDIRECTS) as reply:
                 if reply.status >= 400:
                     return None
-                body = await reply.content.read(512 * 1024)
+                body = await _read_capped(reply, 512 * 1024) or b""
         except (aiohttp.ClientError, TimeoutError):
             return None
         parser = RobotFileParser()
+        # A truncated robots.txt still gives its first rules; a missing one (404) allows everything.
         parser.parse(body.decode("utf-8", errors="replace").splitlines())
         return parser
 
@@ -213,8 +214,8 @@ class WebReader:
                 if declared is not None and declared > MAX_DOCUMENT_BYTES:
                     return Failed(url, f"too large ({declared / 1e6:.1f} MB; the limit is "
                                        f"{MAX_DOCUMENT_BYTES / 1e6:.0f} MB)")
-                data = await reply.content.read(MAX_DOCUMENT_BYTES + 1)
-                if len(data) > MAX_DOCUMENT_BYTES:
+                data = await _read_capped(reply, MAX_DOCUMENT_BYTES)
+                if data is None:
                     return Failed(url, f"too large (over {MAX_DOCUMENT_BYTES / 1e6:.0f} MB)")
                 return data, reply.headers.get("Content-Type"), reply.charset
         except aiohttp.TooManyRedirects:
@@ -225,12 +226,17 @@ class WebReader:
             return Failed(url, f"cannot fetch: {type(exc).__name__}: {exc}")
 
 
+async def _read_capped(reply: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The body as it streams in, or None as soon as it passes `cap` bytes (whatever Content-Length said)."""
+    body = bytearray()
+    async for chunk in reply.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > cap:
+            return None
+    return bytes(body)
+
+
 def _looks_like_sitemap(url: str) -> bool:
     path = urlsplit(url).path.lower()
     return path.endswith(".xml") and "sitemap" in path.rsplit("/", 1)[-1]
 
-
-def check_document(fetched: Fetched) -> None:
-    """Raise DocumentError for what no parser should see."""
-    if not fetched.data.strip():
-        raise DocumentError(fetched.location, "empty document")
