@@ -198,16 +198,18 @@ def search(
 
 
 def _hits_table(hits: Any, *, dim: bool) -> None:
-    if not hits:
-        return
-    table = Table(box=None, pad_edge=False, style="dim" if dim else None)
-    for column in ("#", "score", "title", "heading", "source"):
-        table.add_column(column, no_wrap=column in ("#", "score"))
-    table.add_column("passage", ratio=1, overflow="ellipsis", no_wrap=True)
+    """Each passage as a few lines: rank, score, title › heading, where it comes from, its opening words."""
+    style = "dim" if dim else ""
     for rank, hit in enumerate(hits, start=1):
-        table.add_row(str(rank), f"{hit.score:.3f}", hit.title, hit.heading, hit.source,
-                      " ".join(hit.text.split())[:160])
-    console.print(table)
+        where = f"{hit.title} › {hit.heading}" if hit.heading else hit.title
+        console.print(Text.assemble((f"{rank:>2}. {hit.score:.3f}  ", style), (where, f"bold {style}".strip())),
+                      highlight=False)
+        console.print(Text(f"    {hit.source}", style="cyan" if not dim else "dim"), highlight=False)
+        console.print(Text("    " + _clip(" ".join(hit.text.split()), 200), style=style), highlight=False)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @kb_app.command("eval")

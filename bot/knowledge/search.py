@@ -4,7 +4,8 @@ One interface on both engines. The engine (SQLite FTS5 bm25, or PostgreSQL ts_ra
 passages by their words; the static embeddings (bot/knowledge/embed.py) add passages that say the same
 thing in other words and score every candidate by meaning; passages are then grouped by page, and a page
 ranks by its best passage plus a share of its next two, plus how close its opening is to the question.
-A question whose closest passage is less similar than `[knowledge] min_score` gets no passages at all.
+A question whose relevance (the similarity of its closest passage, less a penalty for the share of its words
+that no passage uses) is below `[knowledge] min_score` gets no passages at all.
 The methods compared in benchmarks/kb_retrieval.py are the rows of METHODS; KEPT is the one in use.
 """
 
@@ -35,6 +36,9 @@ MIN_COMMON_PASSAGES = 50
 # Pages ranked by their best passage plus this share of their next two: a page with several good
 # passages is more likely the one, without letting a long page win by sheer length.
 NEXT_PASSAGES_SHARE = 0.3
+# Relevance (what `[knowledge] min_score` is compared with) is the similarity of the closest passage less this
+# much per share of the question's information in words the docs never use (see _unknown_share).
+UNKNOWN_WORDS_PENALTY = 0.1
 # Typo correction: only words this long, replaced by a known word one edit away seen in this many passages.
 TYPO_MIN_CHARS = 5
 TYPO_MIN_PASSAGES = 2
@@ -126,7 +130,8 @@ class SearchResult:
 
     question: str
     hits: tuple[Hit, ...]
-    # Similarity of the closest passage in scope: what min_score is compared with.
+    # Similarity of the closest passage in scope, less a penalty for words the docs never use; what
+    # `[knowledge] min_score` is compared with.
     relevance: float
     abstained: bool
     terms: tuple[str, ...]
@@ -235,10 +240,10 @@ class Retriever:
         sims = np.einsum("ij,j->i", index.vectors, query)
         if source_ids is not None:
             sims[~np.isin(index.sources, np.array(list(source_ids), dtype=np.int64))] = -1.0
-        fused.relevance = float(sims.max())
-        if fused.relevance <= -1.0:
-            fused.relevance = 0.0
+        closest = float(sims.max())
+        if closest <= -1.0:
             return fused
+        fused.relevance = closest - UNKNOWN_WORDS_PENALTY * _unknown_share(question, index)
         if method.similar_candidates:
             count = min(method.similar_candidates, index.size)
             for row in np.argpartition(-sims, count - 1)[:count].tolist():
@@ -308,6 +313,16 @@ class Retriever:
                       opening_ids=opening_ids,
                       opening_vectors=np.array(opening_rows, dtype=np.float32).reshape(-1, dimensions),
                       vocabulary=vocabulary)
+
+
+def _unknown_share(question: str, index: _Index) -> float:
+    """Share of the question's information (idf mass) in words no indexed passage contains: "refund", "SLA"
+    or "Perforce" asked of docs that never mention them. Similarity alone cannot tell those questions from
+    answerable ones: they read like the docs' domain."""
+    words = query_terms(question)
+    total = sum(index.idf(word) for word in words)
+    unknown = sum(index.idf(word) for word in words if word not in index.vocabulary)
+    return unknown / total if total > 0 else 0.0
 
 
 def _split_common(words: list[str], index: _Index) -> tuple[list[str], list[str]]:
