@@ -202,10 +202,6 @@ async def save_document(
     return document_id
 
 
-async def touch_document(session: AsyncSession, document_id: int, now: datetime) -> None:
-    await session.execute(update(KnowledgeDocument).where(KnowledgeDocument.id == document_id).values(fetched_at=now))
-
-
 async def _insert_passages(session: AsyncSession, source_id: int, document_id: int,
                            passages: Sequence[PassageInput]) -> None:
     result = await session.execute(

@@ -81,7 +81,7 @@ class _Bert:
         for layer in range(self.layers):
             p = f"encoder.layer.{layer}."
 
-            def heads(name: str, p: str = p) -> Array:
+            def heads(name: str, p: str = p, x: Array = x) -> Array:
                 return self._linear(x, p + name).reshape(batch, length, self.heads, size).transpose(0, 2, 1, 3)
 
             q, k, v = heads("attention.self.query"), heads("attention.self.key"), heads("attention.self.value")

@@ -50,15 +50,13 @@ class StaticEmbedder:
                 return ids[:MAX_TOKENS]
         return ids
 
-    def embed(self, text: str, extra_weights: Mapping[int, float] | None = None) -> FloatArray | None:
+    def embed(self, text: str) -> FloatArray | None:
         """The unit vector of `text`, or None when none of its tokens is known."""
         ids = self.token_ids(text)
         if not ids:
             return None
         index = np.array(ids, dtype=np.int64)
-        weights = self.weights[index].astype(np.float32)
-        if extra_weights:
-            weights *= np.array([extra_weights.get(i, 1.0) for i in ids], dtype=np.float32)
+        weights = self.weights[index]
         vector: FloatArray = np.einsum("i,ij->j", weights, self.table[index].astype(np.float32))
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else None

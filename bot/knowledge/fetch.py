@@ -17,7 +17,7 @@ from urllib.robotparser import RobotFileParser
 
 import aiohttp
 
-from bot.knowledge.errors import DocumentError, SourceError
+from bot.knowledge.errors import SourceError
 from bot.knowledge.parse import MAX_DOCUMENT_BYTES, SUPPORTED_SUFFIXES, DocumentKind, kind_of
 
 USER_AGENT = "supportbot-kb/0.1 (knowledge base indexer; +https://github.com/supportbot)"
@@ -67,7 +67,7 @@ async def read_locations(locations: Sequence[str]) -> AsyncIterator[Fetched | Fa
             web.append(location)
             continue
         path = Path(location)
-        if not path.exists():
+        if not await asyncio.to_thread(path.exists):
             raise SourceError(f"{location}: no such file or folder")
         for item in await asyncio.to_thread(_files_under, path):
             yield await asyncio.to_thread(_read_file, item)

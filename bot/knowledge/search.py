@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.knowledge.embed import StaticEmbedder, from_bytes, load_embedder
 from bot.knowledge.text import STOPWORDS, query_terms, terms
@@ -281,7 +282,7 @@ class Retriever:
 
     # -- the cached index
 
-    async def _current(self, session: repo.AsyncSession) -> _Index:
+    async def _current(self, session: AsyncSession) -> _Index:
         state = await repo.index_state(session)
         if self._index is not None and self._index.state == state:
             return self._index
@@ -290,7 +291,7 @@ class Retriever:
                 self._index = await self._load(session, state)
         return self._index
 
-    async def _load(self, session: repo.AsyncSession, state: tuple[repo.SourceState, ...]) -> _Index:
+    async def _load(self, session: AsyncSession, state: tuple[repo.SourceState, ...]) -> _Index:
         rows = await repo.passage_vectors(session)
         vocabulary = await repo.vocabulary(session)
         dimensions = self.embedder.dimensions
