@@ -7,6 +7,8 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from bot.config import SOURCE_NAME, Config
 from bot.knowledge.chunk import PassageDraft, passages
@@ -259,16 +261,11 @@ class KnowledgeBase:
 
 
 def _exists(location: str) -> bool:
-    from pathlib import Path
-
     return Path(location).exists()
 
 
 def _default_name(location: str) -> str:
     """A source name from its first location: the host of a URL, the file or folder name of a path."""
-    from pathlib import PurePosixPath
-    from urllib.parse import urlsplit
-
-    raw = urlsplit(location).hostname or "web" if is_url(location) else PurePosixPath(location).stem or "docs"
+    raw = (urlsplit(location).hostname or "web") if is_url(location) else (PurePosixPath(location).stem or "docs")
     cleaned = "".join(char if char.isalnum() or char in "._-" else "-" for char in raw).strip("-.")
     return (cleaned or "docs")[:64]
