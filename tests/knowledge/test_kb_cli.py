@@ -104,3 +104,12 @@ def test_mistakes_get_a_clear_error_not_a_traceback(env: dict[str, str], tmp_pat
     empty = tmp_path / "q.jsonl"
     empty.write_text('{"q": "hello", "gold": ["a.md"]}\n')
     assert "knowledge base is empty" in kb(["eval", str(empty)], env).stderr
+
+
+def test_the_bot_does_not_load_the_knowledge_base_until_it_is_used() -> None:
+    """serve's idle memory stays as it was: the embedding table and lxml load on the first kb use only."""
+    probe = ("import sys, bot.cli, bot.web.server, bot.runtime; "
+             "print([m for m in sys.modules if m.startswith(('bot.knowledge', 'lxml', 'storage.knowledge'))])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
