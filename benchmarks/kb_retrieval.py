@@ -92,6 +92,7 @@ async def _evaluate(kb: KnowledgeBase, questions: Sequence[LabelledQuestion], me
     report["method"] = method.name
     report["description"] = method.description
     report["cross_validated"] = cross_validated(outcomes)
+    report["at_95_answered"] = _at_threshold(outcomes, best_threshold(outcomes))
     report["misses"] = [o.question.q for o in outcomes
                         if o.question.kind == "answerable" and (o.rank is None or o.rank > 5)]
     return report

@@ -253,17 +253,20 @@ async def full_text_search(session: AsyncSession, terms: Sequence[str], *, sourc
                f"JOIN knowledge_passages AS p ON p.id = f.rowid WHERE knowledge_fts MATCH :q{scope} "
                "ORDER BY score DESC LIMIT :limit")
     else:
-        # ts_rank knows no idf: one rank per term, weighted by the term's idf, makes it BM25-like.
+        # ts_rank knows no idf: one rank per term, weighted by the term's idf, makes it BM25-like. The queries
+        # are parsed once in a sub-select (to_tsquery is only STABLE: inline, it would run for every row).
         lexemes = anywhere + [f"{term}:AB" for term in headings]
         params["q"] = " | ".join(lexemes)
+        parsed = ["to_tsquery('simple', :q) AS q"]
         ranks = []
         for index, (term, lexeme) in enumerate(zip([*anywhere, *headings], lexemes, strict=True)):
             params[f"t{index}"] = lexeme
             params[f"w{index}"] = idf.get(term, 0.0) if idf is not None else 1.0
-            ranks.append(f"ts_rank('{_pg_weights(weights)}', p.search_vector, to_tsquery('simple', :t{index}), 1) "
-                         f"* :w{index}")
-        sql = (f"SELECT p.id, {' + '.join(ranks)} AS score FROM knowledge_passages AS p "
-               f"WHERE p.search_vector @@ to_tsquery('simple', :q){scope} ORDER BY score DESC LIMIT :limit")
+            parsed.append(f"to_tsquery('simple', :t{index}) AS q{index}")
+            ranks.append(f"ts_rank('{_pg_weights(weights)}', p.search_vector, qs.q{index}, 1) * :w{index}")
+        sql = (f"SELECT p.id, {' + '.join(ranks)} AS score FROM knowledge_passages AS p, "
+               f"(SELECT {', '.join(parsed)}) AS qs WHERE p.search_vector @@ qs.q{scope} "
+               "ORDER BY score DESC LIMIT :limit")
     statement = text(sql)
     if source_ids is not None:
         statement = statement.bindparams(bindparam("sources", expanding=True))
