@@ -18,9 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import KnowledgeDocument, KnowledgePassage, KnowledgeSource
 
-# Objects the index adds beside the models (for a models-vs-migrations comparison to leave alone).
-FULL_TEXT_OBJECTS = frozenset({"knowledge_fts", "knowledge_fts_vocab", "search_vector",
-                               "ix_knowledge_passages_search"})
+# Objects the full-text index adds beside the models, which a models-vs-migrations comparison must leave alone:
+# the FTS5 table, its vocabulary view and FTS5's shadow tables (SQLite); the tsvector column and its GIN index
+# (PostgreSQL).
+FULL_TEXT_OBJECTS = frozenset({
+    "knowledge_fts", "knowledge_fts_vocab", "knowledge_fts_data", "knowledge_fts_idx", "knowledge_fts_content",
+    "knowledge_fts_docsize", "knowledge_fts_config", "search_vector", "ix_knowledge_passages_search",
+})
 # Field weights of title, heading and body in FTS5's bm25(); PostgreSQL's ts_rank gets A, B and D.
 FIELD_WEIGHTS = (4.0, 2.0, 1.0)
 _PG_VECTOR = ("setweight(to_tsvector('simple', u.t), 'A') || setweight(to_tsvector('simple', u.h), 'B') "
