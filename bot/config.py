@@ -221,7 +221,7 @@ class KnowledgeSection(_Section):
     # Passages handed to the model (and shown by `kb search` by default).
     top_k: Annotated[int, Field(ge=1, le=20)] = 4
     # Below this relevance (0..1, see the README) the docs are taken not to cover the question.
-    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.745
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.74
     # When a route has sources but nothing relevant is found: page a person, or answer with a clear note.
     on_missing: Literal["escalate", "say"] = "say"
 

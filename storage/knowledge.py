@@ -211,7 +211,8 @@ async def _insert_passages(session: AsyncSession, source_id: int, document_id: i
     result = await session.execute(
         insert(KnowledgePassage).returning(KnowledgePassage.id, sort_by_parameter_order=True),
         [{"document_id": document_id, "source_id": source_id, "position": p.position, "title": p.title,
-          "heading": p.heading, "text": p.text, "embedding": p.embedding} for p in passages])
+          "heading": p.heading, "text": p.text, "embedding": p.embedding,
+          "terms": "\n".join((p.title_terms, p.heading_terms, p.body_terms))} for p in passages])
     ids = [int(i) for i in result.scalars().all()]
     if _dialect(session) == "sqlite":
         await session.execute(
@@ -278,22 +279,36 @@ async def full_text_search(session: AsyncSession, terms: Sequence[str], *, sourc
     return [(int(i), float(s)) for i, s in rows.all()]
 
 
-async def vocabulary(session: AsyncSession) -> dict[str, int]:
-    """Every indexed term with the number of passages holding it."""
-    if _dialect(session) == "sqlite":
-        rows = await session.execute(text("SELECT term, doc FROM knowledge_fts_vocab"))
-    else:
-        rows = await session.execute(text("SELECT word, ndoc FROM ts_stat('SELECT search_vector FROM "
-                                          "knowledge_passages')"))
-    return {str(term): int(n) for term, n in rows.all()}
+@dataclass(frozen=True)
+class IndexRow:
+    """What search keeps in memory for one passage."""
+
+    id: int
+    document_id: int
+    source_id: int
+    position: int
+    # Normalised terms of (title, heading, body).
+    fields: tuple[str, str, str]
+    embedding: bytes | None
 
 
-async def passage_vectors(session: AsyncSession) -> list[tuple[int, int, int, int, bytes | None]]:
-    """(passage id, document id, source id, position, embedding) of every passage."""
-    rows = await session.execute(select(KnowledgePassage.id, KnowledgePassage.document_id,
-                                        KnowledgePassage.source_id, KnowledgePassage.position,
-                                        KnowledgePassage.embedding))
-    return [(int(i), int(d), int(s), int(p), e) for i, d, s, p, e in rows.all()]
+async def index_rows(session: AsyncSession) -> list[IndexRow]:
+    rows = await session.execute(select(KnowledgePassage.id, KnowledgePassage.document_id, KnowledgePassage.source_id,
+                                        KnowledgePassage.position, KnowledgePassage.terms,
+                                        KnowledgePassage.embedding).order_by(KnowledgePassage.id))
+    out = []
+    for i, d, s, p, terms, e in rows.all():
+        title, heading, body = (terms.split("\n", 2) + ["", ""])[:3]
+        out.append(IndexRow(int(i), int(d), int(s), int(p), (title, heading, body), e))
+    return out
+
+
+async def passage_terms(session: AsyncSession, ids: Sequence[int]) -> list[tuple[str, str, str]]:
+    """The indexed terms of these passages, as (title, heading, body)."""
+    if not ids:
+        return []
+    rows = await session.execute(select(KnowledgePassage.terms).where(KnowledgePassage.id.in_(list(ids))))
+    return [tuple((terms.split("\n", 2) + ["", ""])[:3]) for (terms,) in rows.all()]  # type: ignore[misc]
 
 
 async def passages_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, PassageRow]:

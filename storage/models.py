@@ -379,6 +379,9 @@ class KnowledgePassage(Base):
     title: Mapped[str] = mapped_column(Text)
     heading: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text)
+    # The normalised terms of title, heading and body, one field a line: what both engines index, and what
+    # search loads to rank passages in memory.
+    terms: Mapped[str] = mapped_column(Text, default="")
     # float16 unit vector of the passage in the static embedding space (bot/knowledge/embed.py).
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
 

@@ -1,9 +1,10 @@
-"""Retrieval: full-text candidates from the database, static-embedding similarity, page fusion, abstention.
+"""Retrieval: passages ranked by their words and by meaning, grouped by page, with an honest "I don't know".
 
-One interface on both engines. The engine (SQLite FTS5 bm25, or PostgreSQL ts_rank weighted by idf) ranks
-passages by their words; the static embeddings (bot/knowledge/embed.py) add passages that say the same
-thing in other words and score every candidate by meaning; passages are then grouped by page, and a page
-ranks by its best passage plus a share of its next two, plus how close its opening is to the question.
+One interface on both engines. Words are ranked either by the engine (SQLite FTS5 bm25, or PostgreSQL
+ts_rank weighted by idf: the baseline methods) or by BM25F over the same indexed terms held in memory
+(bot/knowledge/lexical.py: the same ranking on both engines, in well under a millisecond); the static
+embeddings (bot/knowledge/embed.py) can add passages that say the same thing in other words; passages are
+then grouped by page, and a page ranks by its best passage plus a share of its next two.
 A question whose relevance (the similarity of its closest passage, less a penalty for the share of its words
 that no passage uses) is below `[knowledge] min_score` gets no passages at all.
 The methods compared in benchmarks/kb_retrieval.py are the rows of METHODS; KEPT is the one in use.
@@ -12,16 +13,17 @@ The methods compared in benchmarks/kb_retrieval.py are the rows of METHODS; KEPT
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.knowledge.embed import StaticEmbedder, from_bytes, load_embedder
+from bot.knowledge.lexical import LexicalIndex
 from bot.knowledge.text import STOPWORDS, query_terms, terms
 from storage import knowledge as repo
 from storage.engine import Database
@@ -36,10 +38,13 @@ MAX_TERM_SHARE = 0.3
 MIN_COMMON_PASSAGES = 50
 # Pages ranked by their best passage plus this share of their next two: a page with several good
 # passages is more likely the one, without letting a long page win by sheer length.
-NEXT_PASSAGES_SHARE = 0.3
+NEXT_PASSAGES_SHARE = 0.1
 # Relevance (what `[knowledge] min_score` is compared with) is the similarity of the closest passage less this
 # much per share of the question's information in words the docs never use (see _unknown_share).
 UNKNOWN_WORDS_PENALTY = 0.1
+# Pseudo-relevance feedback: terms taken from the best passages of a first ranking.
+FEEDBACK_PASSAGES = 3
+FEEDBACK_TERMS = 8
 # Typo correction: only words this long, replaced by a known word one edit away seen in this many passages.
 TYPO_MIN_CHARS = 5
 TYPO_MIN_PASSAGES = 2
@@ -61,21 +66,29 @@ class Method:
     similar_candidates: int = 0
     # Weight of the similarity between the question and the page's opening (title and first passages).
     opening: float = 0.0
+    # "engine": the database's full-text ranking; "memory": BM25F over the same terms in memory.
+    ranker: Literal["engine", "memory"] = "memory"
+    # Pseudo-relevance feedback: words that characterise the best passages, added to the query at this weight.
+    feedback: float = 0.0
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("bm25", "engine full text, every word of the question, fields equal, pages by best passage",
-           field_weights=(1.0, 1.0, 1.0), stopwords=False, page_fusion=False),
-    Method("+fields", "title and heading weigh more than the body", stopwords=False, page_fusion=False),
-    Method("+stopwords", "function words and chat filler dropped from the query", page_fusion=False),
-    Method("+pages", "a page ranks by its best passage plus a share of its next two"),
+           field_weights=(1.0, 1.0, 1.0), stopwords=False, page_fusion=False, ranker="engine"),
+    Method("+fields", "title and heading weigh more than the body", stopwords=False, page_fusion=False,
+           ranker="engine"),
+    Method("+stopwords", "function words and chat filler dropped from the query", page_fusion=False,
+           ranker="engine"),
+    Method("+pages", "a page ranks by its best passage plus a share of its next two", ranker="engine"),
+    Method("memory", "the same, ranked by BM25F in memory instead of by the engine"),
     Method("+typos", "unknown words replaced by a known word one edit away", typo=True),
+    Method("+feedback", "words of the best passages added to the query", feedback=0.3),
     Method("+similar", "static-embedding similarity fused with the lexical score, similar passages added",
-           similarity=0.5, similar_candidates=30),
-    Method("+opening", "and the page's opening compared with the question", similarity=0.5,
+           similarity=0.6, similar_candidates=30),
+    Method("+opening", "and the page's opening compared with the question", similarity=0.6,
            similar_candidates=30, opening=1.0),
 )}
-KEPT = METHODS["+pages"]
+KEPT = METHODS["+similar"]
 
 
 # Picks the ids of the sources to search from all sources (None = every one).
@@ -160,7 +173,7 @@ class _Index:
     # Documents with an opening vector (the mean of their first passages), and those vectors as rows.
     opening_ids: list[int]
     opening_vectors: FloatArray
-    vocabulary: dict[str, int]
+    lexical: LexicalIndex
     row_of: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -170,9 +183,12 @@ class _Index:
     def size(self) -> int:
         return len(self.ids)
 
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        return self.lexical.df
+
     def idf(self, term: str) -> float:
-        n = self.vocabulary.get(term, 0)
-        return math.log(1.0 + (self.size - n + 0.5) / (n + 0.5))
+        return self.lexical.idf(term)
 
 
 class Retriever:
@@ -203,11 +219,14 @@ class Retriever:
             index = await self._current(session)
             source_ids = scope(index.state)
             words = self._terms(question, index)
-            idf = {word: index.idf(word) for word in words if word in index.vocabulary}
-            rare, common = _split_common(words, index)
-            lexical = await repo.full_text_search(session, rare, heading_terms=common, source_ids=source_ids,
-                                                  limit=LEXICAL_CANDIDATES, idf=idf,
-                                                  weights=self.method.field_weights)
+            if self.method.ranker == "engine":
+                idf = {word: index.idf(word) for word in words if word in index.vocabulary}
+                rare, common = _split_common(words, index)
+                lexical = await repo.full_text_search(session, rare, heading_terms=common, source_ids=source_ids,
+                                                      limit=LEXICAL_CANDIDATES, idf=idf,
+                                                      weights=self.method.field_weights)
+            else:
+                lexical = await self._rank_in_memory(session, index, words, source_ids)
             fused = self._fuse(index, question, lexical, source_ids)
             ranked = self._pages(index, fused, limit)
             rows = await repo.passages_by_id(session, [passage for passage, _ in ranked])
@@ -218,6 +237,31 @@ class Retriever:
         abstained = not hits or fused.relevance < min_score
         return SearchResult(question=question, hits=() if abstained else hits, relevance=fused.relevance,
                             abstained=abstained, terms=tuple(words), ranked=hits)
+
+    async def _rank_in_memory(self, session: AsyncSession, index: _Index, words: list[str],
+                              source_ids: Sequence[int] | None) -> list[tuple[int, float]]:
+        """The best passages by BM25F, the query widened by feedback from the first ranking if asked."""
+        weighted = dict.fromkeys(words, 1.0)
+        scores = self._scores(index, weighted, source_ids)
+        if self.method.feedback:
+            best = np.argsort(-scores)[:FEEDBACK_PASSAGES]
+            best = best[scores[best] > 0]
+            if len(best):
+                fields = await repo.passage_terms(session, [int(index.ids[row]) for row in best])
+                for term in index.lexical.top_terms(fields, FEEDBACK_TERMS):
+                    weighted.setdefault(term, self.method.feedback)
+                scores = self._scores(index, weighted, source_ids)
+        count = min(LEXICAL_CANDIDATES, index.size)
+        if count == 0:
+            return []
+        top = np.argpartition(-scores, count - 1)[:count]
+        return [(int(index.ids[row]), float(scores[row])) for row in top.tolist() if scores[row] > 0]
+
+    def _scores(self, index: _Index, weighted: dict[str, float], source_ids: Sequence[int] | None) -> FloatArray:
+        scores = index.lexical.scores(weighted, self.method.field_weights)
+        if source_ids is not None:
+            scores[~np.isin(index.sources, np.array(list(source_ids), dtype=np.int64))] = 0.0
+        return scores
 
     # -- steps
 
@@ -292,14 +336,17 @@ class Retriever:
         return self._index
 
     async def _load(self, session: AsyncSession, state: tuple[repo.SourceState, ...]) -> _Index:
-        rows = await repo.passage_vectors(session)
-        vocabulary = await repo.vocabulary(session)
+        rows = await repo.index_rows(session)
+        return await asyncio.to_thread(self._build, state, rows)
+
+    def _build(self, state: tuple[repo.SourceState, ...], rows: list[repo.IndexRow]) -> _Index:
+        """The in-memory index (CPU work: run off the event loop)."""
         dimensions = self.embedder.dimensions
-        vectors = from_bytes([row[4] for row in rows], dimensions)
+        vectors = from_bytes([row.embedding for row in rows], dimensions)
         openings: dict[int, list[FloatArray]] = defaultdict(list)
-        for (_, document, _, position, _), vector in zip(rows, vectors, strict=True):
-            if position < 2:
-                openings[document].append(vector)
+        for row, vector in zip(rows, vectors, strict=True):
+            if row.position < 2:
+                openings[row.document_id].append(vector)
         opening_ids: list[int] = []
         opening_rows: list[FloatArray] = []
         for document, parts in openings.items():
@@ -308,12 +355,12 @@ class Retriever:
             if norm > 0:
                 opening_ids.append(document)
                 opening_rows.append((mean / norm).astype(np.float32))
-        return _Index(state=state, ids=np.array([r[0] for r in rows], dtype=np.int64),
-                      documents=np.array([r[1] for r in rows], dtype=np.int64),
-                      sources=np.array([r[2] for r in rows], dtype=np.int64), vectors=vectors,
+        return _Index(state=state, ids=np.array([r.id for r in rows], dtype=np.int64),
+                      documents=np.array([r.document_id for r in rows], dtype=np.int64),
+                      sources=np.array([r.source_id for r in rows], dtype=np.int64), vectors=vectors,
                       opening_ids=opening_ids,
                       opening_vectors=np.array(opening_rows, dtype=np.float32).reshape(-1, dimensions),
-                      vocabulary=vocabulary)
+                      lexical=LexicalIndex([row.fields for row in rows]))
 
 
 def _unknown_share(question: str, index: _Index) -> float:
