@@ -208,12 +208,16 @@ async def save_document(
 
 async def _insert_passages(session: AsyncSession, source_id: int, document_id: int,
                            passages: Sequence[PassageInput]) -> None:
-    result = await session.execute(
-        insert(KnowledgePassage).returning(KnowledgePassage.id, sort_by_parameter_order=True),
+    # One executemany, then the ids in one query: INSERT … RETURNING goes row by row on SQLite (5x slower).
+    await session.execute(
+        insert(KnowledgePassage),
         [{"document_id": document_id, "source_id": source_id, "position": p.position, "title": p.title,
           "heading": p.heading, "text": p.text, "embedding": p.embedding,
           "terms": "\n".join((p.title_terms, p.heading_terms, p.body_terms))} for p in passages])
-    ids = [int(i) for i in result.scalars().all()]
+    rows = await session.execute(
+        select(KnowledgePassage.position, KnowledgePassage.id).where(KnowledgePassage.document_id == document_id))
+    by_position = {int(position): int(passage) for position, passage in rows.all()}
+    ids = [by_position[p.position] for p in passages]
     if _dialect(session) == "sqlite":
         await session.execute(
             text("INSERT INTO knowledge_fts(rowid, title, heading, body) VALUES (:id, :t, :h, :b)"),

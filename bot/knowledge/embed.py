@@ -25,6 +25,8 @@ VOCAB_RESOURCE = "wordpiece_vocab.txt"
 MAX_WORD_CHARS = 100
 # Passages are embedded from their first words: the title, heading and opening say what a section is about.
 MAX_TOKENS = 256
+# Enough characters for MAX_TOKENS tokens: longer texts are cut before tokenizing.
+MAX_TEXT_CHARS = 4 * 1024
 MAX_CACHED_WORDS = 200_000
 
 
@@ -57,7 +59,7 @@ class StaticEmbedder:
             return None
         index = np.array(ids, dtype=np.int64)
         weights = self.weights[index]
-        vector: FloatArray = np.einsum("i,ij->j", weights, self.table[index].astype(np.float32))
+        vector: FloatArray = np.einsum("i,ij->j", weights, self.table[index])
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else None
 
@@ -91,14 +93,16 @@ class StaticEmbedder:
         return tuple(pieces)
 
 
+# Accents (and other combining marks) that BERT's uncased tokenizer strips after NFD.
+_COMBINING_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 _BASIC_TOKEN = re.compile(r"[^\W_]+|[^\w\s]|_")
 
 
 def _basic_tokens(text: str) -> list[str]:
     """BERT's basic tokenizer (uncased): accents stripped, punctuation split off as tokens of its own."""
-    text = text.lower()
+    text = text[:MAX_TEXT_CHARS].lower()
     if not text.isascii():
-        text = "".join(char for char in unicodedata.normalize("NFD", text) if unicodedata.category(char) != "Mn")
+        text = _COMBINING_MARKS.sub("", unicodedata.normalize("NFD", text))
     return _BASIC_TOKEN.findall(text)
 
 
@@ -107,8 +111,7 @@ def load_embedder() -> StaticEmbedder:
     """The shipped table, read once per process."""
     data = resources.files("bot.knowledge").joinpath("data")
     with data.joinpath(TABLE_RESOURCE).open("rb") as file, np.load(file, allow_pickle=False) as stored:
-        # float16 halves the memory of float32 and is exact enough for cosine similarity.
-        table = (stored["vectors"].astype(np.float32) * stored["scales"][:, None]).astype(np.float16)
+        table = stored["vectors"].astype(np.float32) * stored["scales"][:, None]
     words = data.joinpath(VOCAB_RESOURCE).read_text(encoding="utf-8").splitlines()
     vocab = {word: index for index, word in enumerate(words)}
     # Zipf's law with the vocabulary in frequency order: weight ~ log of the rank, as model2vec does.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -57,6 +57,17 @@ class SyncReport:
 
 
 Progress = Callable[[str], None]
+# Documents parsed and embedded ahead of the one being written.
+PREPARED_AHEAD = 2
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    document: Fetched
+    content_hash: str
+    title: str
+    inputs: list[repo.PassageInput]
+    existing: repo.StoredDocument | None
 
 
 def _kind_of_locations(locations: Sequence[str]) -> str:
@@ -133,14 +144,16 @@ class KnowledgeBase:
             stored = await repo.documents_of(session, source_id)
         report = SyncReport(source=name)
         seen: set[str] = set()
-        async for result in read_locations(locations):
-            seen.add(result.location)
-            if isinstance(result, Failed):
-                report.errors.append({"location": result.location, "error": result.reason})
-                continue
-            await self._index_fetched(source_id, result, stored.get(result.location), report)
-            if progress is not None:
-                progress(result.location)
+
+        async def fetched() -> AsyncIterator[Fetched]:
+            async for result in read_locations(locations):
+                seen.add(result.location)
+                if isinstance(result, Failed):
+                    report.errors.append({"location": result.location, "error": result.reason})
+                else:
+                    yield result
+
+        await self._index_all(source_id, fetched(), stored, report, progress)
         gone = [document.id for location, document in stored.items() if location not in seen]
         async with self.db.sessions.begin() as session:
             await repo.delete_documents(session, gone)
@@ -149,27 +162,51 @@ class KnowledgeBase:
         report.seconds = asyncio.get_running_loop().time() - started
         return report
 
-    async def _index_fetched(self, source_id: int, fetched: Fetched, existing: repo.StoredDocument | None,
-                             report: SyncReport) -> None:
-        content_hash = hashlib.sha256(fetched.data).hexdigest()
-        if existing is not None and existing.content_hash == content_hash:
-            report.unchanged += 1
-            return
+    async def _index_all(self, source_id: int, documents: AsyncIterator[Fetched],
+                         stored: dict[str, repo.StoredDocument], report: SyncReport,
+                         progress: Progress | None = None) -> None:
+        """Index new and changed documents: the next one is parsed and embedded (in a worker thread) while
+        the last one is written, so the two cores both work."""
+        ready: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=PREPARED_AHEAD)
+
+        async def prepare() -> None:
+            try:
+                async for document in documents:
+                    content_hash = hashlib.sha256(document.data).hexdigest()
+                    existing = stored.get(document.location)
+                    if existing is not None and existing.content_hash == content_hash:
+                        report.unchanged += 1
+                        continue
+                    try:
+                        title, inputs = await asyncio.to_thread(self._prepare, document.location, document.data,
+                                                                document.kind, document.charset)
+                    except DocumentError as exc:
+                        report.errors.append({"location": exc.location, "error": exc.reason})
+                        continue
+                    await ready.put(_Prepared(document, content_hash, title, inputs, existing))
+            finally:
+                await ready.put(None)
+
+        producer = asyncio.create_task(prepare())
         try:
-            title, inputs = await asyncio.to_thread(self._prepare, fetched.location, fetched.data, fetched.kind,
-                                                    fetched.charset)
-        except DocumentError as exc:
-            report.errors.append({"location": exc.location, "error": exc.reason})
-            return
-        async with self.db.sessions.begin() as session:
-            await repo.save_document(session, source_id=source_id, location=fetched.location, title=title,
-                                     content_hash=content_hash, size=len(fetched.data), passages=inputs,
-                                     now=self._now(), existing=existing)
-        report.passages += len(inputs)
-        if existing is None:
-            report.added += 1
-        else:
-            report.updated += 1
+            while (item := await ready.get()) is not None:
+                async with self.db.sessions.begin() as session:
+                    await repo.save_document(session, source_id=source_id, location=item.document.location,
+                                             title=item.title, content_hash=item.content_hash,
+                                             size=len(item.document.data), passages=item.inputs, now=self._now(),
+                                             existing=item.existing)
+                report.passages += len(item.inputs)
+                if item.existing is None:
+                    report.added += 1
+                else:
+                    report.updated += 1
+                if progress is not None:
+                    progress(item.document.location)
+        finally:
+            if not producer.done():
+                producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+        producer.result()
 
     def _prepare(self, location: str, data: bytes, kind: DocumentKind,
                  charset: str | None) -> tuple[str, list[repo.PassageInput]]:
@@ -217,10 +254,12 @@ class KnowledgeBase:
                 raise SourceError(f"source {name!r} is fetched from files or the web; texts cannot be added to it")
             source_id = source.id
             stored = await repo.documents_of(session, source_id)
-        for document in documents:
-            body = f"# {document.title}\n\n{document.text}".encode()
-            fetched = Fetched(location=document.link, data=body, kind="markdown")
-            await self._index_fetched(source_id, fetched, stored.get(document.link), report)
+        async def given() -> AsyncIterator[Fetched]:
+            for document in documents:
+                body = f"# {document.title}\n\n{document.text}".encode()
+                yield Fetched(location=document.link, data=body, kind="markdown")
+
+        await self._index_all(source_id, given(), stored, report)
         async with self.db.sessions.begin() as session:
             await repo.finish_sync(session, source_id, changed=report.changed, errors=report.errors, now=self._now())
         return report
