@@ -215,10 +215,10 @@ class Retriever:
     async def search(self, question: str, *, scope: Scope = every_source, limit: int,
                      min_score: float) -> SearchResult:
         """The best passage of each of the `limit` best pages among the sources `scope` picks."""
+        index = await self._current()
+        source_ids = scope(index.state)
+        words = self._terms(question, index)
         async with self.db.sessions() as session:
-            index = await self._current(session)
-            source_ids = scope(index.state)
-            words = self._terms(question, index)
             if self.method.ranker == "engine":
                 idf = {word: index.idf(word) for word in words if word in index.vocabulary}
                 rare, common = _split_common(words, index)
@@ -326,18 +326,21 @@ class Retriever:
 
     # -- the cached index
 
-    async def _current(self, session: AsyncSession) -> _Index:
-        state = await repo.index_state(session)
+    async def _current(self) -> _Index:
+        """The in-memory index of the current state, rebuilt (off the event loop, with no connection held)
+        when any source changed since it was built."""
+        async with self.db.sessions() as session:
+            state = await repo.index_state(session)
         if self._index is not None and self._index.state == state:
             return self._index
         async with self._lock:
             if self._index is None or self._index.state != state:
-                self._index = await self._load(session, state)
-        return self._index
-
-    async def _load(self, session: AsyncSession, state: tuple[repo.SourceState, ...]) -> _Index:
-        rows = await repo.index_rows(session)
-        return await asyncio.to_thread(self._build, state, rows)
+                async with self.db.sessions() as session:
+                    rows = await repo.index_rows(session)
+                    # Read in the same transaction as the rows, so the state names exactly what was loaded.
+                    state = await repo.index_state(session)
+                self._index = await asyncio.to_thread(self._build, state, rows)
+            return self._index
 
     def _build(self, state: tuple[repo.SourceState, ...], rows: list[repo.IndexRow]) -> _Index:
         """The in-memory index (CPU work: run off the event loop)."""
