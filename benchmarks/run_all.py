@@ -33,6 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEV_DATA = REPO.parent / "shared" / "data" / "route_dev.jsonl"
+KB_DEV_DATA = REPO.parent / "shared" / "data" / "kb-dev"
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 DEFAULT_PG = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/test"
 
@@ -196,6 +197,45 @@ def storage_write(r: Mapping[str, Any]) -> list[Metric]:
     return rows
 
 
+def kb_retrieval(r: Mapping[str, Any]) -> list[Metric]:
+    title = "knowledge retrieval"
+    sqlite = r["sqlite"]
+    kept = next(m for m in sqlite["methods"] if m["method"] == r["kept"])
+    where = f"{r['questions']} dev questions, SQLite"
+    rows = [Metric(title, f"R@1 / R@5 / MRR, {m['method']}{' (kept)' if m is kept else ''} ({where})",
+                   f"{m['recall_at_1']:.3f} / {m['recall_at_5']:.3f} / {m['mrr']:.3f}") for m in sqlite["methods"]]
+    rows += [
+        Metric(title, f"recall@5, kept method ({where})", f"{kept['recall_at_5']:.3f}", "≥ 0.90",
+               _goal(kept["recall_at_5"] >= 0.90)),
+        Metric(title, "MRR, kept method", f"{kept['mrr']:.3f}", "≥ 0.75", _goal(kept["mrr"] >= 0.75)),
+        Metric(title, f"abstained on unanswerable at min_score {sqlite['min_score']:g}", f"{kept['abstain_rate']:.0%}",
+               "≥ 70%", _goal(kept["abstain_rate"] >= 0.70)),
+        Metric(title, "answered answerable at min_score", f"{kept['answered_rate']:.0%}", "≥ 95%",
+               _goal(kept["answered_rate"] >= 0.95)),
+        Metric(title, "threshold tuned on one half, scored on the other (abstained / answered)",
+               " · ".join(f"{c['abstain_rate']:.0%} / {c['answered_rate']:.0%}" for c in kept["cross_validated"])),
+    ]
+    postgres = r.get("postgres")
+    if postgres:
+        [pg] = postgres["methods"]
+        rows.append(Metric(title, "R@1 / R@5 / MRR / abstained / answered, kept method, PostgreSQL",
+                           f"{pg['recall_at_1']:.3f} / {pg['recall_at_5']:.3f} / {pg['mrr']:.3f} / "
+                           f"{pg['abstain_rate']:.0%} / {pg['answered_rate']:.0%}"))
+    for engine, name in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+        indexed = r.get(engine)
+        if indexed:
+            rows.append(Metric(title, f"indexing, {indexed['pages']} pages ({name})",
+                               f"{indexed['pages_per_s']:.1f} pages/s", "≥ 20 pages/s",
+                               _goal(indexed["pages_per_s"] >= 20)))
+        latency = r.get(f"{engine}_latency")
+        if latency:
+            rows.append(Metric(title, f"search p50 / p99 over {latency['passages']} passages ({name})",
+                               f"{latency['p50_ms']:.1f} / {latency['p99_ms']:.1f} ms", "p99 < 20 ms",
+                               _goal(latency["p99_ms"] < 20)))
+    rows.append(Metric(title, "RSS of the static embedding table, once loaded", f"{r['embedder_rss_mb']:.0f} MB"))
+    return rows
+
+
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("ack_latency", "ack latency", ("--requests", "400", "--concurrency", "20", "--llm-seconds", "2"),
               ("--requests", "150", "--concurrency", "20", "--llm-seconds", "2"), 240, ack_latency),
@@ -213,6 +253,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("hybrid_llm_share", "hybrid routing", (), (), 120, hybrid_llm_share, needs=DEV_DATA),
     Benchmark("memory_rss", "memory (serve, HTTP mode)", (), ("--quick",), 240, memory_rss),
     Benchmark("storage_write", "log writes", ("--messages", "500"), ("--messages", "200"), 180, storage_write),
+    Benchmark("kb_retrieval", "knowledge retrieval", ("--data", str(KB_DEV_DATA)),
+              ("--data", str(KB_DEV_DATA), "--quick", "--methods", "bm25,+pages"), 600, kb_retrieval,
+              needs=KB_DEV_DATA / "questions.jsonl"),
 )
 
 

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from bot.config import Config, load_config
 from bot.errors import ConfigError
+from bot.kb_cli import kb_app
 from bot.settings import Settings
 from bot.when import RELATIVE, parse_when
 
@@ -29,6 +30,7 @@ T = TypeVar("T")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="supportbot: a Slack bot for support channels.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+app.add_typer(kb_app, name="kb")
 
 # Piped output (less, files) gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)

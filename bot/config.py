@@ -17,6 +17,7 @@ from bot.vocabulary import RouterMode
 
 ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class _Section(BaseModel):
@@ -84,6 +85,16 @@ class RouteConfig(_Section):
     sensitive: bool = False
     escalate: bool = False
     examples: list[str] = []
+    # Knowledge sources this route answers from (`supportbot kb list`); None = every source.
+    knowledge: list[str] | None = None
+
+    @field_validator("knowledge")
+    @classmethod
+    def _source_names(cls, names: list[str] | None) -> list[str] | None:
+        for name in names or []:
+            if not SOURCE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a knowledge source name (letters, digits, '.', '_' or '-')")
+        return names
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -247,6 +258,15 @@ class LLMSection(_Section):
     }
 
 
+class KnowledgeSection(_Section):
+    # Passages handed to the model (and shown by `kb search` by default).
+    top_k: Annotated[int, Field(ge=1, le=20)] = 4
+    # Below this relevance (0..1, see the README) the docs are taken not to cover the question.
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.74
+    # When a route has sources but nothing relevant is found: page a person, or answer with a clear note.
+    on_missing: Literal["escalate", "say"] = "say"
+
+
 class Config(_Section):
     """The whole validated config; `source` names the file it came from."""
 
@@ -258,6 +278,7 @@ class Config(_Section):
     escalation: EscalationSection = EscalationSection()
     voting: VotingSection = VotingSection()
     llm: LLMSection = LLMSection()
+    knowledge: KnowledgeSection = KnowledgeSection()
     source: str = "<built-in default config>"
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -363,3 +364,72 @@ class RouteCorrection(Base):
     created_at: Mapped[datetime]
 
     decision: Mapped[RouteDecision] = relationship(back_populates="corrections")
+
+
+class KnowledgeSource(Base):
+    """A named set of documents (files, folders, web pages, a sitemap, or texts given directly)."""
+
+    __tablename__ = "knowledge_sources"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    # files | web | mixed | direct
+    kind: Mapped[str] = mapped_column(String(16))
+    # Paths and URLs as given to `kb add`; empty for a direct source.
+    locations: Mapped[list[Any]] = mapped_column(default=list)
+    # Routes that may use the source; empty = every route.
+    routes: Mapped[list[Any]] = mapped_column(default=list)
+    # Bumped whenever a sync changes a document, so every process knows its cached vectors are stale.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # Documents that could not be indexed at the last sync: [{"location": ..., "error": ...}].
+    errors: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime]
+    last_sync_at: Mapped[datetime | None]
+
+    documents: Mapped[list[KnowledgeDocument]] = relationship(
+        back_populates="source", order_by="KnowledgeDocument.id", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class KnowledgeDocument(Base):
+    """One file or page of a source, as last fetched; its passages are replaced when its content changes."""
+
+    __tablename__ = "knowledge_documents"
+    __table_args__ = (UniqueConstraint("source_id", "location", name="uq_knowledge_document_location"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("knowledge_sources.id", ondelete="CASCADE"), index=True)
+    # The file path or URL the document is cited by.
+    location: Mapped[str] = mapped_column(String(2048))
+    title: Mapped[str] = mapped_column(Text)
+    # sha256 of the fetched bytes: an unchanged document is not parsed or indexed again.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    fetched_at: Mapped[datetime]
+
+    source: Mapped[KnowledgeSource] = relationship(back_populates="documents")
+
+
+class KnowledgePassage(Base):
+    """A section of a document (under one heading), the unit that is searched, quoted and cited.
+
+    The full-text index over passages lives beside this table: the FTS5 table `knowledge_fts` on SQLite,
+    the `search_vector` tsvector column (GIN-indexed) on PostgreSQL; both made by migration 0002 and
+    written by storage/knowledge.py, not by the ORM.
+    """
+
+    __tablename__ = "knowledge_passages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("knowledge_documents.id", ondelete="CASCADE"), index=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("knowledge_sources.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    heading: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text)
+    # The normalised terms of title, heading and body, one field a line: what both engines index, and what
+    # search loads to rank passages in memory.
+    terms: Mapped[str] = mapped_column(Text, default="")
+    # float16 unit vector of the passage in the static embedding space (bot/knowledge/embed.py).
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+

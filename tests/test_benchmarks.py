@@ -40,6 +40,16 @@ CANNED: dict[str, dict[str, Any]] = {
     "memory_rss": {"n": 500, "answered": 500, "complete": True, "idle_rss_mb": 161.3, "idle_hwm_mb": 161.3,
                    "loaded_rss_mb": 170.2, "loaded_hwm_mb": 171.0, "goal_idle_mb": 150.0},
     "storage_write": {"sqlite_msgs_per_s": 173.2, "postgres_msgs_per_s": None, "messages": 500, "writers": 8},
+    "kb_retrieval": {
+        "questions": 70, "kept": "+pages", "embedder_rss_mb": 21.0,
+        "sqlite": {"pages": 80, "passages": 2079, "pages_per_s": 24.0, "min_score": 0.745, "methods": [
+            {"method": "bm25", "recall_at_1": 0.41, "recall_at_5": 0.77, "mrr": 0.55, "abstain_rate": 0.9,
+             "answered_rate": 0.95, "cross_validated": []},
+            {"method": "+pages", "recall_at_1": 0.5, "recall_at_5": 0.8, "mrr": 0.61, "abstain_rate": 0.9,
+             "answered_rate": 0.95, "cross_validated": [{"abstain_rate": 0.43, "answered_rate": 1.0},
+                                                        {"abstain_rate": 1.0, "answered_rate": 0.72}]}]},
+        "sqlite_latency": {"passages": 10395, "queries": 210, "p50_ms": 9.0, "p99_ms": 25.0},
+    },
 }
 
 
@@ -90,6 +100,9 @@ def test_goals_are_judged_from_the_numbers() -> None:
     failed = {**CANNED["triage_throughput"], "failed": 3}
     assert _statuses("triage_throughput", failed)["wall time vs ideal"] == FAIL
     assert _statuses("memory_rss", CANNED["memory_rss"])["idle RSS after start-up"] == FAIL
+    knowledge = _statuses("kb_retrieval", CANNED["kb_retrieval"])
+    assert (knowledge["recall@5, kept method"], knowledge["answered answerable at min_score"]) == (FAIL, PASS)
+    assert (knowledge["search p50 / p99 over 10395 passages"], knowledge["indexing, 80 pages"]) == (FAIL, PASS)
     slow = {**CANNED["throughput"], "messages_per_s": 9.2, "ratio": 0.575}
     assert _statuses("throughput", slow)["msg/s vs limit C/(k·L)"] == FAIL
     incomplete = {**CANNED["throughput"], "answered": 290, "complete": False}

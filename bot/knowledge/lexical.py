@@ -1,0 +1,70 @@
+"""BM25F over passages in memory: postings from the terms both engines index, scored with numpy.
+
+Built once per index state from the stored terms (about a second per 10,000 passages, off the event loop),
+it ranks a question in well under a millisecond and identically on SQLite and PostgreSQL, where the
+engines' own ranking (FTS5 bm25, ts_rank) has to score every matching row and differs between them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+K1 = 1.2
+B = 0.75
+
+
+class LexicalIndex:
+    """Per term: the rows of the passages holding it and its count in each field (title, heading, body)."""
+
+    def __init__(self, fields: Sequence[tuple[str, str, str]]) -> None:
+        self.size = len(fields)
+        rows: dict[str, list[int]] = {}
+        counts: dict[str, list[tuple[int, int, int]]] = {}
+        lengths = np.zeros(self.size, dtype=np.float32)
+        for row, parts in enumerate(fields):
+            split = [part.split() for part in parts]
+            lengths[row] = sum(len(words) for words in split)
+            per_field = [Counter(words) for words in split]
+            for term in set().union(*per_field):
+                rows.setdefault(term, []).append(row)
+                counts.setdefault(term, []).append(tuple(field.get(term, 0) for field in per_field))  # type: ignore[arg-type]
+        self.lengths = lengths
+        self.average = float(lengths.mean()) if self.size else 1.0
+        self.postings: dict[str, tuple[IntArray, npt.NDArray[np.float32]]] = {
+            term: (np.array(rows[term], dtype=np.int64), np.array(counts[term], dtype=np.float32)) for term in rows
+        }
+        self.df = {term: len(found) for term, found in rows.items()}
+        self._norm = (K1 * (1.0 - B + B * lengths / max(self.average, 1e-9))).astype(np.float32)
+
+    def idf(self, term: str) -> float:
+        n = self.df.get(term, 0)
+        return math.log(1.0 + (self.size - n + 0.5) / (n + 0.5))
+
+    def scores(self, weighted_terms: dict[str, float], field_weights: tuple[float, float, float]) -> FloatArray:
+        """BM25F of every passage: field counts weighted and summed, then saturated (k1) and length-normalised."""
+        total = np.zeros(self.size, dtype=np.float32)
+        weights = np.array(field_weights, dtype=np.float32)
+        for term, query_weight in weighted_terms.items():
+            found = self.postings.get(term)
+            if found is None:
+                continue
+            rows, counts = found
+            tf = np.einsum("ij,j->i", counts, weights)
+            total[rows] += query_weight * self.idf(term) * tf * (K1 + 1.0) / (tf + self._norm[rows])
+        return total
+
+    def top_terms(self, passages: Sequence[tuple[str, str, str]], count: int) -> list[str]:
+        """The `count` terms that best characterise these passages (tf-idf summed), for query expansion."""
+        weight: defaultdict[str, float] = defaultdict(float)
+        for fields in passages:
+            for term, n in Counter(" ".join(fields).split()).items():
+                weight[term] += (1.0 + math.log(n)) * self.idf(term)
+        return sorted(weight, key=lambda term: -weight[term])[:count]

@@ -1,0 +1,408 @@
+"""Retrieval: passages ranked by their words and by meaning, grouped by page, with an honest "I don't know".
+
+One interface on both engines. Words are ranked either by the engine (SQLite FTS5 bm25, or PostgreSQL
+ts_rank weighted by idf: the baseline methods) or by BM25F over the same indexed terms held in memory
+(bot/knowledge/lexical.py: the same ranking on both engines, in well under a millisecond); the static
+embeddings (bot/knowledge/embed.py) can add passages that say the same thing in other words; passages are
+then grouped by page, and a page ranks by its best passage plus a share of its next two.
+A question whose relevance (the similarity of its closest passage, less a penalty for the share of its words
+that no passage uses) is below `[knowledge] min_score` gets no passages at all.
+The methods compared in benchmarks/kb_retrieval.py are the rows of METHODS; KEPT is the one in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.knowledge.embed import StaticEmbedder, from_bytes, load_embedder
+from bot.knowledge.lexical import LexicalIndex
+from bot.knowledge.text import STOPWORDS, query_terms, terms
+from storage import knowledge as repo
+from storage.engine import Database
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+# Passages the engine returns for one question, before fusion.
+LEXICAL_CANDIDATES = 200
+# Words in more passages than this share are looked up in titles and headings only (see _split_common).
+MAX_TERM_SHARE = 0.3
+MIN_COMMON_PASSAGES = 50
+# Pages ranked by their best passage plus this share of their next two: a page with several good
+# passages is more likely the one, without letting a long page win by sheer length.
+NEXT_PASSAGES_SHARE = 0.1
+# Relevance (what `[knowledge] min_score` is compared with) is the similarity of the closest passage less this
+# much per share of the question's information in words the docs never use (see _unknown_share).
+UNKNOWN_WORDS_PENALTY = 0.1
+# Pseudo-relevance feedback: terms taken from the best passages of a first ranking.
+FEEDBACK_PASSAGES = 3
+FEEDBACK_TERMS = 8
+# Typo correction: only words this long, replaced by a known word one edit away seen in this many passages.
+TYPO_MIN_CHARS = 5
+TYPO_MIN_PASSAGES = 2
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way of ranking; `benchmarks/kb_retrieval.py` measures each side by side."""
+
+    name: str
+    description: str
+    field_weights: tuple[float, float, float] = repo.FIELD_WEIGHTS
+    stopwords: bool = True
+    typo: bool = False
+    page_fusion: bool = True
+    # Weight of a passage's similarity to the question, next to its lexical score (normalised to 1).
+    similarity: float = 0.0
+    # Passages added by similarity alone, however few words they share with the question.
+    similar_candidates: int = 0
+    # Weight of the similarity between the question and the page's opening (title and first passages).
+    opening: float = 0.0
+    # "engine": the database's full-text ranking; "memory": BM25F over the same terms in memory.
+    ranker: Literal["engine", "memory"] = "memory"
+    # Pseudo-relevance feedback: words that characterise the best passages, added to the query at this weight.
+    feedback: float = 0.0
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("bm25", "engine full text, every word of the question, fields equal, pages by best passage",
+           field_weights=(1.0, 1.0, 1.0), stopwords=False, page_fusion=False, ranker="engine"),
+    Method("+fields", "title and heading weigh more than the body", stopwords=False, page_fusion=False,
+           ranker="engine"),
+    Method("+stopwords", "function words and chat filler dropped from the query", page_fusion=False,
+           ranker="engine"),
+    Method("+pages", "a page ranks by its best passage plus a share of its next two", ranker="engine"),
+    Method("memory", "the same, ranked by BM25F in memory instead of by the engine"),
+    Method("+typos", "unknown words replaced by a known word one edit away", typo=True),
+    Method("+feedback", "words of the best passages added to the query", feedback=0.3),
+    Method("+similar", "static-embedding similarity fused with the lexical score, similar passages added",
+           similarity=0.6, similar_candidates=30),
+    Method("+opening", "and the page's opening compared with the question", similarity=0.6,
+           similar_candidates=30, opening=1.0),
+)}
+KEPT = METHODS["+similar"]
+
+
+# Picks the ids of the sources to search from all sources (None = every one).
+Scope = Callable[[Sequence[repo.SourceState]], list[int] | None]
+
+
+def every_source(_: Sequence[repo.SourceState]) -> list[int] | None:
+    return None
+
+
+def scope_for(route: str | None, route_sources: Sequence[str] | None, names: Sequence[str] | None) -> Scope:
+    """The sources a route may use — its `knowledge` list (None = all), less sources scoped to other routes —
+    narrowed to `names` when given."""
+
+    def pick(sources: Sequence[repo.SourceState]) -> list[int] | None:
+        if route is None and names is None:
+            return None
+        chosen = []
+        for source in sources:
+            if route is not None and source.routes and route not in source.routes:
+                continue
+            if route_sources is not None and source.name not in route_sources:
+                continue
+            if names is not None and source.name not in names:
+                continue
+            chosen.append(source.id)
+        return chosen
+
+    return pick
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage found for a question; `source` is the file path or URL it is cited by."""
+
+    title: str
+    heading: str
+    source: str
+    source_name: str
+    text: str
+    score: float
+    similarity: float
+
+    def as_json(self) -> dict[str, object]:
+        return {"title": self.title, "heading": self.heading, "source": self.source,
+                "source_name": self.source_name, "score": round(self.score, 4),
+                "similarity": round(self.similarity, 4), "text": self.text}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The ranked passages (one per page), or none when the docs do not cover the question."""
+
+    question: str
+    hits: tuple[Hit, ...]
+    # Similarity of the closest passage in scope, less a penalty for words the docs never use; what
+    # `[knowledge] min_score` is compared with.
+    relevance: float
+    abstained: bool
+    terms: tuple[str, ...]
+    # What would have been returned had the threshold not applied (for `kb search` and evaluation).
+    ranked: tuple[Hit, ...] = ()
+
+
+@dataclass
+class _Fused:
+    scores: dict[int, float]
+    similarity: dict[int, float] = field(default_factory=dict)
+    openings: dict[int, float] = field(default_factory=dict)
+    relevance: float = 0.0
+
+
+@dataclass
+class _Index:
+    """What search keeps in memory for one state of the index: vectors, vocabulary, document openings."""
+
+    state: tuple[repo.SourceState, ...]
+    ids: IntArray
+    documents: IntArray
+    sources: IntArray
+    vectors: FloatArray
+    # Documents with an opening vector (the mean of their first passages), and those vectors as rows.
+    opening_ids: list[int]
+    opening_vectors: FloatArray
+    lexical: LexicalIndex
+    row_of: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.row_of = {int(passage): row for row, passage in enumerate(self.ids.tolist())}
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        return self.lexical.df
+
+    def idf(self, term: str) -> float:
+        return self.lexical.idf(term)
+
+
+class Retriever:
+    """Searches the knowledge base in `db`; caches vectors per index state, reloading after any sync."""
+
+    def __init__(self, db: Database, *, method: Method = KEPT, embedder: StaticEmbedder | None = None) -> None:
+        self.db = db
+        self.method = method
+        self._embedder = embedder
+        self._index: _Index | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def embedder(self) -> StaticEmbedder:
+        if self._embedder is None:
+            self._embedder = load_embedder()
+        return self._embedder
+
+    def with_method(self, method: Method) -> Retriever:
+        other = Retriever(self.db, method=method, embedder=self._embedder)
+        other._index = self._index
+        return other
+
+    async def search(self, question: str, *, scope: Scope = every_source, limit: int,
+                     min_score: float) -> SearchResult:
+        """The best passage of each of the `limit` best pages among the sources `scope` picks."""
+        index = await self._current()
+        source_ids = scope(index.state)
+        words = self._terms(question, index)
+        async with self.db.sessions() as session:
+            if self.method.ranker == "engine":
+                idf = {word: index.idf(word) for word in words if word in index.vocabulary}
+                rare, common = _split_common(words, index)
+                lexical = await repo.full_text_search(session, rare, heading_terms=common, source_ids=source_ids,
+                                                      limit=LEXICAL_CANDIDATES, idf=idf,
+                                                      weights=self.method.field_weights)
+            else:
+                lexical = await self._rank_in_memory(session, index, words, source_ids)
+            fused = self._fuse(index, question, lexical, source_ids)
+            ranked = self._pages(index, fused, limit)
+            rows = await repo.passages_by_id(session, [passage for passage, _ in ranked])
+        hits = tuple(Hit(title=rows[p].title, heading=rows[p].heading, source=rows[p].location,
+                         source_name=rows[p].source, text=rows[p].text, score=score,
+                         similarity=fused.similarity.get(p, 0.0))
+                     for p, score in ranked if p in rows)
+        abstained = not hits or fused.relevance < min_score
+        return SearchResult(question=question, hits=() if abstained else hits, relevance=fused.relevance,
+                            abstained=abstained, terms=tuple(words), ranked=hits)
+
+    async def _rank_in_memory(self, session: AsyncSession, index: _Index, words: list[str],
+                              source_ids: Sequence[int] | None) -> list[tuple[int, float]]:
+        """The best passages by BM25F, the query widened by feedback from the first ranking if asked."""
+        weighted = dict.fromkeys(words, 1.0)
+        scores = self._scores(index, weighted, source_ids)
+        if self.method.feedback:
+            best = np.argsort(-scores)[:FEEDBACK_PASSAGES]
+            best = best[scores[best] > 0]
+            if len(best):
+                fields = await repo.passage_terms(session, [int(index.ids[row]) for row in best])
+                for term in index.lexical.top_terms(fields, FEEDBACK_TERMS):
+                    weighted.setdefault(term, self.method.feedback)
+                scores = self._scores(index, weighted, source_ids)
+        count = min(LEXICAL_CANDIDATES, index.size)
+        if count == 0:
+            return []
+        top = np.argpartition(-scores, count - 1)[:count]
+        return [(int(index.ids[row]), float(scores[row])) for row in top.tolist() if scores[row] > 0]
+
+    def _scores(self, index: _Index, weighted: dict[str, float], source_ids: Sequence[int] | None) -> FloatArray:
+        scores = index.lexical.scores(weighted, self.method.field_weights)
+        if source_ids is not None:
+            scores[~np.isin(index.sources, np.array(list(source_ids), dtype=np.int64))] = 0.0
+        return scores
+
+    # -- steps
+
+    def _terms(self, question: str, index: _Index) -> list[str]:
+        words = query_terms(question) if self.method.stopwords else list(dict.fromkeys(terms(question)))
+        if self.method.typo:
+            words = list(dict.fromkeys(_corrected(word, index.vocabulary) for word in words))
+        return words
+
+    def _fuse(self, index: _Index, question: str, lexical: list[tuple[int, float]],
+              source_ids: Sequence[int] | None) -> _Fused:
+        """Passage scores: lexical normalised to the best one, plus weighted similarity to the question."""
+        method = self.method
+        top = max((score for _, score in lexical), default=0.0)
+        scores = {passage: (score / top if top > 0 else 0.0) for passage, score in lexical}
+        fused = _Fused(scores=scores)
+        query = self.embedder.embed(question)
+        if query is None or index.size == 0:
+            return fused
+        # einsum, not `@`: on a busy machine BLAS threads make this product several times slower.
+        sims = np.einsum("ij,j->i", index.vectors, query)
+        if source_ids is not None:
+            sims[~np.isin(index.sources, np.array(list(source_ids), dtype=np.int64))] = -1.0
+        closest = float(sims.max())
+        if closest <= -1.0:
+            return fused
+        fused.relevance = closest - UNKNOWN_WORDS_PENALTY * _unknown_share(question, index)
+        if method.similar_candidates:
+            count = min(method.similar_candidates, index.size)
+            for row in np.argpartition(-sims, count - 1)[:count].tolist():
+                if sims[row] > -1.0:
+                    scores.setdefault(int(index.ids[row]), 0.0)
+        rows = [index.row_of.get(passage, -1) for passage in scores]
+        for passage, row in zip(scores, rows, strict=True):
+            if row >= 0:
+                fused.similarity[passage] = float(sims[row])
+        if method.similarity:
+            for passage in scores:
+                scores[passage] += method.similarity * max(fused.similarity.get(passage, 0.0), 0.0)
+        if method.opening and index.opening_ids:
+            opening_sims = np.maximum(np.einsum("ij,j->i", index.opening_vectors, query), 0.0).tolist()
+            fused.openings = dict(zip(index.opening_ids, opening_sims, strict=True))
+        return fused
+
+    def _pages(self, index: _Index, fused: _Fused, limit: int) -> list[tuple[int, float]]:
+        """(best passage, page score) of the `limit` best pages."""
+        by_page: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        for passage, score in fused.scores.items():
+            row = index.row_of.get(passage)
+            if row is not None:
+                by_page[int(index.documents[row])].append((score, passage))
+        ranked: list[tuple[float, int]] = []
+        for document, found in by_page.items():
+            found.sort(reverse=True)
+            page = found[0][0]
+            if self.method.page_fusion:
+                page += NEXT_PASSAGES_SHARE * sum(score for score, _ in found[1:3])
+            page += self.method.opening * fused.openings.get(document, 0.0)
+            ranked.append((page, found[0][1]))
+        ranked.sort(reverse=True)
+        return [(passage, score) for score, passage in ranked[:limit]]
+
+    # -- the cached index
+
+    async def _current(self) -> _Index:
+        """The in-memory index of the current state, rebuilt (off the event loop, with no connection held)
+        when any source changed since it was built."""
+        async with self.db.sessions() as session:
+            state = await repo.index_state(session)
+        if self._index is not None and self._index.state == state:
+            return self._index
+        async with self._lock:
+            if self._index is None or self._index.state != state:
+                async with self.db.sessions() as session:
+                    rows = await repo.index_rows(session)
+                    # Read in the same transaction as the rows, so the state names exactly what was loaded.
+                    state = await repo.index_state(session)
+                self._index = await asyncio.to_thread(self._build, state, rows)
+            return self._index
+
+    def _build(self, state: tuple[repo.SourceState, ...], rows: list[repo.IndexRow]) -> _Index:
+        """The in-memory index (CPU work: run off the event loop)."""
+        dimensions = self.embedder.dimensions
+        vectors = from_bytes([row.embedding for row in rows], dimensions)
+        openings: dict[int, list[FloatArray]] = defaultdict(list)
+        for row, vector in zip(rows, vectors, strict=True):
+            if row.position < 2:
+                openings[row.document_id].append(vector)
+        opening_ids: list[int] = []
+        opening_rows: list[FloatArray] = []
+        for document, parts in openings.items():
+            mean = np.mean(parts, axis=0)
+            norm = float(np.linalg.norm(mean))
+            if norm > 0:
+                opening_ids.append(document)
+                opening_rows.append((mean / norm).astype(np.float32))
+        return _Index(state=state, ids=np.array([r.id for r in rows], dtype=np.int64),
+                      documents=np.array([r.document_id for r in rows], dtype=np.int64),
+                      sources=np.array([r.source_id for r in rows], dtype=np.int64), vectors=vectors,
+                      opening_ids=opening_ids,
+                      opening_vectors=np.array(opening_rows, dtype=np.float32).reshape(-1, dimensions),
+                      lexical=LexicalIndex([row.fields for row in rows]))
+
+
+def _unknown_share(question: str, index: _Index) -> float:
+    """Share of the question's information (idf mass) in words no indexed passage contains: "refund", "SLA"
+    or "Perforce" asked of docs that never mention them. Similarity alone cannot tell those questions from
+    answerable ones: they read like the docs' domain."""
+    words = query_terms(question)
+    total = sum(index.idf(word) for word in words)
+    unknown = sum(index.idf(word) for word in words if word not in index.vocabulary)
+    return unknown / total if total > 0 else 0.0
+
+
+def _split_common(words: list[str], index: _Index) -> tuple[list[str], list[str]]:
+    """Words to look up anywhere, and common words (in more than MAX_TERM_SHARE of the passages) to look up
+    in titles and headings only: in a body they rank nothing, and make the engine score thousands of rows."""
+    limit = max(MIN_COMMON_PASSAGES, MAX_TERM_SHARE * index.size)
+    rare = [word for word in words if index.vocabulary.get(word, 0) <= limit]
+    return rare, [word for word in words if word not in rare]
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _corrected(word: str, vocabulary: dict[str, int]) -> str:
+    """`word`, or the most frequent indexed word one edit away when `word` itself is not indexed."""
+    if word in vocabulary or len(word) < TYPO_MIN_CHARS or not word.isalpha() or word in STOPWORDS:
+        return word
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    candidates = {a + b[1:] for a, b in splits if b}
+    candidates |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    candidates |= {a + c + b[1:] for a, b in splits if b for c in _LETTERS}
+    candidates |= {a + c + b for a, b in splits for c in _LETTERS}
+    known = [(vocabulary[c], c) for c in candidates if vocabulary.get(c, 0) >= TYPO_MIN_PASSAGES]
+    return max(known)[1] if known else word
+
+
+def method_named(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r} (known: {', '.join(METHODS)})") from None
+
