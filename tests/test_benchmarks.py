@@ -40,6 +40,12 @@ CANNED: dict[str, dict[str, Any]] = {
     "memory_rss": {"n": 500, "answered": 500, "complete": True, "idle_rss_mb": 161.3, "idle_hwm_mb": 161.3,
                    "loaded_rss_mb": 170.2, "loaded_hwm_mb": 171.0, "goal_idle_mb": 150.0},
     "storage_write": {"sqlite_msgs_per_s": 173.2, "postgres_msgs_per_s": None, "messages": 500, "writers": 8},
+    "streaming": {"questions": 5, "first_token_s": 0.8, "tokens_per_s": 50.0, "goal_first_words_s": 1.5,
+                  "goal_min_gap_s": 1.0,
+                  "streamed": {"first_words_p50_s": 0.85, "first_words_max_s": 0.9, "complete_p50_s": 3.95,
+                               "slack_calls_per_answer": 4.0, "min_gap_between_stream_calls_s": 1.0},
+                  "unstreamed": {"first_words_p50_s": 3.42, "first_words_max_s": 3.45, "complete_p50_s": 3.42,
+                                 "slack_calls_per_answer": 1.0, "min_gap_between_stream_calls_s": None}},
     "kb_retrieval": {
         "questions": 70, "kept": "+pages", "embedder_rss_mb": 21.0,
         "sqlite": {"pages": 80, "passages": 2079, "pages_per_s": 24.0, "min_score": 0.745, "methods": [
@@ -103,6 +109,12 @@ def test_goals_are_judged_from_the_numbers() -> None:
     knowledge = _statuses("kb_retrieval", CANNED["kb_retrieval"])
     assert (knowledge["recall@5, kept method"], knowledge["answered answerable at min_score"]) == (FAIL, PASS)
     assert (knowledge["search p50 / p99 over 10395 passages"], knowledge["indexing, 80 pages"]) == (FAIL, PASS)
+    streams = _statuses("streaming", CANNED["streaming"])
+    assert (streams["first words p50, streamed"], streams["shortest gap between two calls of one stream"]) == (
+        PASS, PASS)
+    late = {**CANNED["streaming"], "streamed": {**CANNED["streaming"]["streamed"], "first_words_max_s": 2.4,
+                                                "min_gap_between_stream_calls_s": 0.4}}
+    assert set(_statuses("streaming", late).values()) >= {FAIL}
     slow = {**CANNED["throughput"], "messages_per_s": 9.2, "ratio": 0.575}
     assert _statuses("throughput", slow)["msg/s vs limit C/(k·L)"] == FAIL
     incomplete = {**CANNED["throughput"], "answered": 290, "complete": False}
