@@ -106,16 +106,20 @@ class Vocabulary:
         pairs, counts = np.unique(rows * width + raw, return_counts=True)
         pair_rows, pair_terms = pairs // width, pairs % width
         df = np.bincount(pair_terms, minlength=width).astype(np.float64)
-        # Character n-grams seen in one text only are mostly noise, and there are many of them.
-        min_char_df = 2 if len(documents) >= 200 else 1
-        keep = np.ones(width, dtype=bool)
-        keep[1 + n_words :] = df[1 + n_words :] >= min_char_df
+        # Word pairs and character n-grams seen in one text only are mostly noise, and there are many of
+        # them (they would double the model); every single word stays, so that a few examples still teach.
+        min_df = 2 if len(documents) >= 200 else 1
+        keep = df >= min_df
+        keep[0] = True
+        for term, i in word_table.items():
+            if " " not in term:
+                keep[1 + i] = True
         new_id = np.cumsum(keep) - 1
         idf = np.log((1.0 + len(documents)) / (1.0 + df[keep])) + 1.0
         idf[0] = 1.0
         char_index = {term: int(new_id[1 + n_words + i]) for term, i in char_table.items()
                       if keep[1 + n_words + i]}
-        word_index = {term: i + 1 for term, i in word_table.items()}
+        word_index = {term: int(new_id[1 + i]) for term, i in word_table.items() if keep[1 + i]}
         vocabulary = cls(index=(word_index, char_index), idf=idf)
         kept = keep[pair_terms]
         entries = (pair_rows[kept], new_id[pair_terms[kept]], counts[kept])

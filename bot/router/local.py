@@ -67,10 +67,11 @@ _L2 = 1e-3
 # averaged: a model learnt from a handful of examples must stay unsure.
 _L2_FULL_STRENGTH_WEIGHT = 500.0
 # Calibration is fitted on held-out logits of this many folds, each model trained without its fold.
-_CALIBRATION_FOLDS = 3
+_CALIBRATION_FOLDS = 2
 _FOLD_MAX_ITER = 60
 _FULL_MAX_ITER = 150
 _CALIBRATION_MIN_PER_ROUTE = 4
+_CALIBRATION_SAMPLE = 1000
 # What "familiar" is made of: a constant, the cosine similarity to the nearest training text, and the
 # share of the message's words the vocabulary knows.
 _FAMILIARITY_FEATURES = 3
@@ -195,8 +196,11 @@ class LocalClassifier:
         if int(counts[counts > 0].min()) >= _CALIBRATION_MIN_PER_ROUTE:
             texts = [tuple(word_terms) for word_terms, _ in documents]
             folds = stratified_folds(routes_of, texts, _CALIBRATION_FOLDS)
-            familiarity = _held_out_familiarity(x, neighbours, vocabulary, documents, folds)
-            calibrations, starts = trainer.calibrate(folds, familiarity)
+            # A few hundred held-out rows pin down a calibration's handful of parameters; measuring every
+            # row's familiarity would take longer than training.
+            sample = np.arange(0, x.n_rows, max(1, x.n_rows // _CALIBRATION_SAMPLE))
+            familiarity = _held_out_familiarity(x, neighbours, documents, folds, sample)
+            calibrations, starts = trainer.calibrate(folds, familiarity, sample)
         weights = trainer.fit_all(starts)
         word_terms = tuple(sorted(vocabulary.index[0], key=vocabulary.index[0].__getitem__))
         model = _Model(vocabulary, weights, word_terms, neighbours, *calibrations)
@@ -318,7 +322,7 @@ class _Trainer:
                                     start=starts[1], max_iter=max_iter)
         return topic, severity
 
-    def calibrate(self, folds: list[IntArray], familiarity: FloatArray) -> tuple[
+    def calibrate(self, folds: list[IntArray], familiarity: FloatArray, sample: IntArray) -> tuple[
         tuple[Calibration | None, Calibration | None], tuple[FloatArray | None, FloatArray | None]
     ]:
         """Calibrations fitted on every fold's held-out logits, and the fold models' mean as a warm start."""
@@ -338,11 +342,13 @@ class _Trainer:
                 sums[index] = weights if total is None else total + weights
         topic_calibration = severity_calibration = None
         if self.n_topics:
-            topical = self.topic_labels >= 0
-            topic_calibration = fit_calibration(topic_logits[topical], familiarity[topical],
-                                                self.topic_labels[topical], self.base[topical])
+            topical = self.topic_labels[sample] >= 0
+            rows = sample[topical]
+            topic_calibration = fit_calibration(topic_logits[rows], familiarity[topical], self.topic_labels[rows],
+                                                self.base[rows])
         if self.has_severity:
-            severity_calibration = fit_calibration(severity_logits, familiarity, self.severity_labels, self.base)
+            severity_calibration = fit_calibration(severity_logits[sample], familiarity, self.severity_labels[sample],
+                                                   self.base[sample])
         starts = tuple(None if s is None else s / len(folds) for s in sums)
         return (topic_calibration, severity_calibration), (starts[0], starts[1])
 
@@ -362,21 +368,21 @@ def _balanced(labels: IntArray, weights: FloatArray) -> FloatArray:
 
 
 def _held_out_familiarity(
-    x: SparseRows, neighbours: NeighbourIndex, vocabulary: Vocabulary, documents: Sequence[tuple[list[str], list[str]]],
-    folds: list[IntArray],
+    x: SparseRows, neighbours: NeighbourIndex, documents: Sequence[tuple[list[str], list[str]]],
+    folds: list[IntArray], sample: IntArray,
 ) -> FloatArray:
-    """Each training text's familiarity as its fold's model sees it: similarity to other folds' texts only."""
+    """The `sample` rows' familiarity as their fold's model sees it: similarity to other folds' texts only."""
     fold_of = np.zeros(x.n_rows, dtype=np.int64)
     for number, fold in enumerate(folds):
         fold_of[fold] = number
     ends = np.r_[x.row_starts[1:], len(x.cols)]
-    result = np.ones((x.n_rows, _FAMILIARITY_FEATURES))
-    for row in range(x.n_rows):
+    result = np.ones((len(sample), _FAMILIARITY_FEATURES))
+    for position, row in enumerate(sample.tolist()):
         start, end = x.row_starts[row], ends[row]
         similarity = neighbours.similarities(x.cols[start:end], x.values[start:end])
         similarity[fold_of == fold_of[row]] = 0.0
-        result[row, 1] = float(similarity.max())
-    result[:, 2] = _held_out_coverage(documents, fold_of)
+        result[position, 1] = float(similarity.max())
+    result[:, 2] = _held_out_coverage(documents, fold_of)[sample]
     return result
 
 
