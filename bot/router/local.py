@@ -62,7 +62,7 @@ CORRECTION_WEIGHT = 6.0
 # Why numpy and not scikit-learn (`benchmarks/router_quality.py --compare-sklearn`): importing its text and
 # linear-model modules takes 0.8 s on this 2-core machine, longer than training this model, and the same
 # pipeline in scikit-learn trains several times slower and takes milliseconds, not ~0.1 ms, per message.
-_L2 = 1e-3
+_L2 = 5e-4
 # Below this total example weight the penalty grows in proportion, as if the loss were summed, not
 # averaged: a model learnt from a handful of examples must stay unsure.
 _L2_FULL_STRENGTH_WEIGHT = 500.0
@@ -70,11 +70,13 @@ _L2_FULL_STRENGTH_WEIGHT = 500.0
 _CALIBRATION_FOLDS = 2
 _FOLD_MAX_ITER = 60
 _FULL_MAX_ITER = 150
+_SEVERITY_L2 = 0.3
 _CALIBRATION_MIN_PER_ROUTE = 4
 _CALIBRATION_SAMPLE = 1000
-# What "familiar" is made of: a constant, the cosine similarity to the nearest training text, and the
-# share of the message's words the vocabulary knows.
-_FAMILIARITY_FEATURES = 3
+# What "familiar" is made of: a constant, the cosine similarity to the nearest training text, the share
+# of the message's words the vocabulary knows, and how long the message is (up to _LONG_WORDS words).
+_FAMILIARITY_FEATURES = 4
+_LONG_WORDS = 120
 # Below this severity the reason does not bother naming the words that raised it.
 _SIGNAL_FLOOR = 0.1
 _SIGNAL_WORDS = 3
@@ -219,7 +221,7 @@ class LocalClassifier:
         nearest = float(model.neighbours.similarities(cols, values).max())
         known = model.vocabulary.index[0]
         coverage = sum(token in known for token in tokens) / len(tokens)
-        familiarity = np.array([1.0, nearest, coverage])
+        familiarity = np.array([1.0, nearest, coverage, min(1.0, len(tokens) / _LONG_WORDS)])
         logits: FloatArray = np.einsum("i,ij->j", values, model.weights[cols])
         n_topics = len(self.topic_routes) if len(self.topic_routes) >= 2 else 0
         if n_topics:
@@ -278,14 +280,14 @@ def _prior(calibration: Calibration | None) -> float:
     """The severity of a text the detector can read nothing in: the base rate it was calibrated on."""
     if calibration is None:
         return 0.5
-    return float(_calibrated(calibration, np.zeros(2), np.array([1.0, 0.0, 0.0]))[1])
+    return float(_calibrated(calibration, np.zeros(2), np.array([1.0, 0.0, 0.0, 0.0]))[1])
 
 
 def _calibrated(calibration: Calibration | None, logits: FloatArray, familiarity: FloatArray) -> FloatArray:
     if calibration is None:
         # Too little data to calibrate: keep the raw scale, and trust it no more than the text is known.
         calibration = Calibration.neutral(_FAMILIARITY_FEATURES, len(logits))
-        familiarity = np.array([min(1.0, familiarity[2] * 2.0), 0.0, 0.0])
+        familiarity = np.array([min(1.0, familiarity[2] * 2.0), 0.0, 0.0, 0.0])
     return calibration.probabilities(logits, familiarity)
 
 
@@ -318,7 +320,7 @@ class _Trainer:
         if self.has_severity:
             labels = self.severity_labels[rows]
             severity = fit_logistic(self.x.subset(rows), labels, _balanced(labels, self.base[rows]),
-                                    self.n_features, 2, self.l2, Curvature.empty(LBFGS_MEMORY, self.n_features * 2),
+                                    self.n_features, 2, self.l2 * _SEVERITY_L2, Curvature.empty(LBFGS_MEMORY, self.n_features * 2),
                                     start=starts[1], max_iter=max_iter)
         return topic, severity
 
@@ -383,6 +385,7 @@ def _held_out_familiarity(
         similarity[fold_of == fold_of[row]] = 0.0
         result[position, 1] = float(similarity.max())
     result[:, 2] = _held_out_coverage(documents, fold_of)[sample]
+    result[:, 3] = [min(1.0, sum(" " not in t for t in documents[row][0]) / _LONG_WORDS) for row in sample.tolist()]
     return result
 
 
