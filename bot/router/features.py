@@ -208,6 +208,10 @@ class SparseRows:
         return result
 
 
+_COMMON_SHARE = 0.03
+_COMMON_MIN_DF = 30
+
+
 @dataclass(frozen=True)
 class NeighbourIndex:
     """The training texts' word vectors (unit length), by feature, for cosine similarity to a new text.
@@ -223,8 +227,15 @@ class NeighbourIndex:
 
     @classmethod
     def build(cls, n_rows: int, n_words: int, rows: IntArray, cols: IntArray, values: FloatArray) -> NeighbourIndex:
-        """From encoded rows (see `Vocabulary`): only word features 1..n_words, rescaled to unit length."""
+        """From encoded rows (see `Vocabulary`): word features 1..n_words, rescaled to unit length.
+
+        Words in more than _COMMON_SHARE of the texts ("the", "can you") are left out: their long posting
+        lists would make each look-up slow, and they say little about what a text is about.
+        """
         word = (cols >= 1) & (cols <= n_words)
+        df = np.bincount(cols[word], minlength=n_words + 1)
+        common = df > max(_COMMON_MIN_DF, _COMMON_SHARE * n_rows)
+        word &= ~common[np.minimum(cols, n_words)]
         order = np.argsort(cols[word], kind="stable")
         word_cols = cols[word][order]
         col_starts = np.searchsorted(word_cols, np.arange(n_words + 2)).astype(np.int64)

@@ -70,8 +70,10 @@ _L2_FULL_STRENGTH_WEIGHT = 500.0
 _CALIBRATION_FOLDS = 2
 _FOLD_MAX_ITER = 60
 _FULL_MAX_ITER = 150
+# Escalations share few words with one another (a leaked key, a locked door, a CEO on the line): the
+# severity detector is penalised less than the topic classifier, so that rarer cues still count.
 _SEVERITY_L2 = 0.3
-_CALIBRATION_MIN_PER_ROUTE = 4
+_CALIBRATION_MIN_PER_ROUTE = 20
 _CALIBRATION_SAMPLE = 1000
 # What "familiar" is made of: a constant, the cosine similarity to the nearest training text, the share
 # of the message's words the vocabulary knows, and how long the message is (up to _LONG_WORDS words).
@@ -109,8 +111,8 @@ class _Model:
     weights: FloatArray
     word_terms: tuple[str, ...]
     neighbours: NeighbourIndex
-    topic_calibration: Calibration | None
-    severity_calibration: Calibration | None
+    topic_calibration: Calibration
+    severity_calibration: Calibration
 
 
 class LocalClassifier:
@@ -191,8 +193,11 @@ class LocalClassifier:
         severity_labels = np.array([int(e.route == escalation) for e, _ in usable], dtype=np.int64)
         l2 = _L2 * max(1.0, _L2_FULL_STRENGTH_WEIGHT / float(base.sum()))
         trainer = _Trainer(x, vocabulary.size, base, l2, topic_labels, severity_labels,
-                           len(topic_routes) if len(topic_routes) >= 2 else 0, escalation is not None)
-        calibrations: tuple[Calibration | None, Calibration | None] = (None, None)
+                           len(topic_routes) if len(topic_routes) >= 2 else 0, escalation is not None and has_negatives)
+        n_topics = len(topic_routes) if len(topic_routes) >= 2 else 0
+        severity_share = float(base[severity_labels == 1].sum() / base.sum())
+        calibrations = (_untrusted(np.zeros(max(n_topics, 1))),
+                        _untrusted(np.array([0.0, np.log(severity_share / (1.0 - severity_share))])))
         starts: tuple[FloatArray | None, FloatArray | None] = (None, None)
         counts = np.bincount(routes_of)
         if int(counts[counts > 0].min()) >= _CALIBRATION_MIN_PER_ROUTE:
@@ -202,7 +207,8 @@ class LocalClassifier:
             # row's familiarity would take longer than training.
             sample = np.arange(0, x.n_rows, max(1, x.n_rows // _CALIBRATION_SAMPLE))
             familiarity = _held_out_familiarity(x, neighbours, documents, folds, sample)
-            calibrations, starts = trainer.calibrate(folds, familiarity, sample)
+            fitted, starts = trainer.calibrate(folds, familiarity, sample)
+            calibrations = (fitted[0] or calibrations[0], fitted[1] or calibrations[1])
         weights = trainer.fit_all(starts)
         word_terms = tuple(sorted(vocabulary.index[0], key=vocabulary.index[0].__getitem__))
         model = _Model(vocabulary, weights, word_terms, neighbours, *calibrations)
@@ -210,29 +216,29 @@ class LocalClassifier:
 
     def predict(self, text: str) -> Prediction:
         model = self._model
-        pool = self.topic_routes or tuple(r for r in self.routes if r != self.escalation_route) or self.routes
+        pool = self._topic_pool()
         if model is None:
-            return self._uniform(pool, None, 0.0)
+            return self._uniform(pool)
         tokens = words(text)
         _, cols, values = model.vocabulary.encode([terms_of(tokens)])
-        if len(cols) == 1:
-            # Nothing known in the text: no route is favoured and the fallback takes it.
-            return self._uniform(pool, _prior(model.severity_calibration) if self.escalation_route else None, 0.0)
-        nearest = float(model.neighbours.similarities(cols, values).max())
+        nearest = float(model.neighbours.similarities(cols, values).max()) if len(cols) > 1 else 0.0
         known = model.vocabulary.index[0]
-        coverage = sum(token in known for token in tokens) / len(tokens)
+        coverage = sum(token in known for token in tokens) / len(tokens) if tokens else 0.0
         familiarity = np.array([1.0, nearest, coverage, min(1.0, len(tokens) / _LONG_WORDS)])
         logits: FloatArray = np.einsum("i,ij->j", values, model.weights[cols])
         n_topics = len(self.topic_routes) if len(self.topic_routes) >= 2 else 0
-        if n_topics:
-            topic_probabilities = _calibrated(model.topic_calibration, logits[:n_topics], familiarity)
+        if len(cols) == 1:
+            # Nothing known in the text: no topic is favoured and the fallback takes it.
+            topic_scores = {route: 1.0 / len(pool) for route in pool}
+        elif n_topics:
+            topic_probabilities = model.topic_calibration.probabilities(logits[:n_topics], familiarity)
             topic_scores = dict(zip(self.topic_routes, topic_probabilities.tolist(), strict=True))
         else:
             topic_scores = {pool[0]: 1.0}
         severity: float | None = None
         signals: tuple[str, ...] = ()
         if self.escalation_route is not None:
-            severity = float(_calibrated(model.severity_calibration, logits[-2:], familiarity)[1])
+            severity = float(model.severity_calibration.probabilities(logits[-2:], familiarity)[1])
             if severity >= _SIGNAL_FLOOR:
                 signals = self._signals(cols, values)
         return self._combine(topic_scores, severity, nearest, signals)
@@ -240,28 +246,31 @@ class LocalClassifier:
     def predict_many(self, texts: Iterable[str]) -> list[Prediction]:
         return [self.predict(text) for text in texts]
 
+    def _topic_pool(self) -> tuple[str, ...]:
+        """The routes a topic can be: those learnt, or, with fewer than two, every non-escalation route."""
+        if len(self.topic_routes) >= 2:
+            return self.topic_routes
+        return tuple(r for r in self.routes if r != self.escalation_route) or self.routes
+
     def _combine(self, topic_scores: Mapping[str, float], severity: float | None, nearest: float,
                  signals: tuple[str, ...]) -> Prediction:
-        topic = max(topic_scores, key=topic_scores.__getitem__)
+        best = max(topic_scores.values())
+        # Ties (a text nothing is known about) go to the fallback route.
+        tied = [route for route, p in topic_scores.items() if p == best]
+        topic = self.fallback if self.fallback in tied else tied[0]
         calm = 1.0 - (severity or 0.0)
         scores = dict.fromkeys(self.routes, 0.0)
         scores.update({route: p * calm for route, p in topic_scores.items()})
         if self.escalation_route is not None and severity is not None:
             scores[self.escalation_route] = severity
-        route = self.escalation_route if severity is not None and severity >= 0.5 else topic
-        assert route is not None
+        route = self.escalation_route if self.escalation_route and severity is not None and severity >= 0.5 else topic
         return Prediction(route=route, confidence=scores[route], scores=scores, topic=topic,
                           topic_confidence=topic_scores[topic], severity=severity, nearest=nearest,
                           signals=signals)
 
-    def _uniform(self, pool: Sequence[str], severity: float | None, nearest: float) -> Prediction:
-        share = 1.0 / len(pool)
-        topic_scores = {route: share for route in pool}
-        prediction = self._combine(topic_scores, severity, nearest, ())
-        topic = self.fallback if self.fallback in pool else pool[0]
-        route = prediction.route if prediction.route == self.escalation_route else topic
-        return Prediction(route=route, confidence=prediction.scores[route], scores=prediction.scores, topic=topic,
-                          topic_confidence=share, severity=severity, nearest=nearest)
+    def _uniform(self, pool: Sequence[str]) -> Prediction:
+        """Nothing learnt: every topic equally likely, the fallback first, and no severity to tell."""
+        return self._combine({route: 1.0 / len(pool) for route in pool}, None, 0.0, ())
 
     def _signals(self, cols: IntArray, values: FloatArray) -> tuple[str, ...]:
         """The known words and word pairs of the text that push severity up the most."""
@@ -276,19 +285,15 @@ class LocalClassifier:
 _TRAINED: OrderedDict[Hashable, LocalClassifier] = OrderedDict()
 
 
-def _prior(calibration: Calibration | None) -> float:
-    """The severity of a text the detector can read nothing in: the base rate it was calibrated on."""
-    if calibration is None:
-        return 0.5
-    return float(_calibrated(calibration, np.zeros(2), np.array([1.0, 0.0, 0.0, 0.0]))[1])
+def _untrusted(offsets: FloatArray) -> Calibration:
+    """For data too small to calibrate on: the raw logits, trusted as far as the text's words are known.
 
-
-def _calibrated(calibration: Calibration | None, logits: FloatArray, familiarity: FloatArray) -> FloatArray:
-    if calibration is None:
-        # Too little data to calibrate: keep the raw scale, and trust it no more than the text is known.
-        calibration = Calibration.neutral(_FAMILIARITY_FEATURES, len(logits))
-        familiarity = np.array([min(1.0, familiarity[2] * 2.0), 0.0, 0.0, 0.0])
-    return calibration.probabilities(logits, familiarity)
+    `offsets` carry the prior (a severity detector trained on balanced classes is told the real share of
+    escalations), so that a text nothing is known about gets the base rate, not a coin toss.
+    """
+    scale = np.zeros(_FAMILIARITY_FEATURES)
+    scale[2] = 1.0
+    return Calibration(scale, offsets)
 
 
 @dataclass
@@ -320,7 +325,8 @@ class _Trainer:
         if self.has_severity:
             labels = self.severity_labels[rows]
             severity = fit_logistic(self.x.subset(rows), labels, _balanced(labels, self.base[rows]),
-                                    self.n_features, 2, self.l2 * _SEVERITY_L2, Curvature.empty(LBFGS_MEMORY, self.n_features * 2),
+                                    self.n_features, 2, self.l2 * _SEVERITY_L2,
+                                    Curvature.empty(LBFGS_MEMORY, self.n_features * 2),
                                     start=starts[1], max_iter=max_iter)
         return topic, severity
 
