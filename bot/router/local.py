@@ -11,6 +11,7 @@ other route gets its topic probability times (1 - severity).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -82,6 +83,8 @@ _LONG_WORDS = 120
 # Below this severity the reason does not bother naming the words that raised it.
 _SIGNAL_FLOOR = 0.1
 _SIGNAL_WORDS = 3
+# Words in more than about one text in twenty (idf below this) are too common to name as a reason.
+_SIGNAL_MIN_IDF = 4.0
 # Trained classifiers kept for re-use: tests, `eval` and benchmarks build the same router many times.
 _TRAINED_CACHE_SIZE = 2
 
@@ -195,9 +198,9 @@ class LocalClassifier:
         trainer = _Trainer(x, vocabulary.size, base, l2, topic_labels, severity_labels,
                            len(topic_routes) if len(topic_routes) >= 2 else 0, escalation is not None and has_negatives)
         n_topics = len(topic_routes) if len(topic_routes) >= 2 else 0
-        severity_share = float(base[severity_labels == 1].sum() / base.sum())
-        calibrations = (_untrusted(np.zeros(max(n_topics, 1))),
-                        _untrusted(np.array([0.0, np.log(severity_share / (1.0 - severity_share))])))
+        share = float(base[severity_labels == 1].sum() / base.sum())
+        prior = math.log(share / (1.0 - share)) if 0.0 < share < 1.0 else 0.0
+        calibrations = (_untrusted(np.zeros(max(n_topics, 1))), _untrusted(np.array([0.0, prior])))
         starts: tuple[FloatArray | None, FloatArray | None] = (None, None)
         counts = np.bincount(routes_of)
         if int(counts[counts > 0].min()) >= _CALIBRATION_MIN_PER_ROUTE:
@@ -273,12 +276,14 @@ class LocalClassifier:
         return self._combine({route: 1.0 / len(pool) for route in pool}, None, 0.0, ())
 
     def _signals(self, cols: IntArray, values: FloatArray) -> tuple[str, ...]:
-        """The known words and word pairs of the text that push severity up the most."""
+        """The telling words and word pairs of the text that push severity up the most ("and" is not telling)."""
         assert self._model is not None
         weights = self._model.weights
         n_words = len(self._model.word_terms)
+        idf = self._model.vocabulary.idf
         push = values * (weights[cols, -1] - weights[cols, -2])
-        ranked = [int(i) for i in np.argsort(-push) if push[i] > 0 and 1 <= cols[i] <= n_words]
+        ranked = [int(i) for i in np.argsort(-push)
+                  if push[i] > 0 and 1 <= cols[i] <= n_words and idf[cols[i]] >= _SIGNAL_MIN_IDF]
         return tuple(self._model.word_terms[int(cols[i]) - 1] for i in ranked[:_SIGNAL_WORDS])
 
 
