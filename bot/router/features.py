@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from array import array
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,11 +66,16 @@ def terms_of(tokens: list[str]) -> Terms:
     return word_terms, char_terms
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=8_192)
 def _char_grams(token: str) -> tuple[str, ...]:
     """The token's character n-grams, padded with spaces; cached, as most tokens are common words."""
     padded = f" {token} "
     return tuple(padded[i : i + n] for n in _CHAR_NGRAMS for i in range(len(padded) - n + 1))
+
+
+def char_grams_cache_clear() -> None:
+    """Forget the cached n-grams of training's many one-off words; routing refills it with common ones."""
+    _char_grams.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -84,38 +90,44 @@ class Vocabulary:
         return len(self.idf)
 
     @classmethod
-    def fit(cls, documents: Sequence[Terms]) -> tuple[Vocabulary, tuple[IntArray, IntArray, FloatArray]]:
-        """The vocabulary of `documents` and their encoding, counted in one pass."""
+    def fit(cls, documents: Iterable[Terms]) -> tuple[Vocabulary, tuple[IntArray, IntArray, FloatArray]]:
+        """The vocabulary of `documents` and their encoding, counted in one pass.
+
+        `documents` may be a generator: each text's terms are dropped once counted, so that training does
+        not hold a million small strings at once (the allocator would keep their pages long after).
+        """
         word_table: dict[str, int] = {}
         char_table: dict[str, int] = {}
-        word_rows: list[int] = []
-        word_ids: list[int] = []
-        char_rows: list[int] = []
-        char_ids: list[int] = []
-        for row, (word_terms, char_terms) in enumerate(documents):
-            word_ids += [word_table.setdefault(term, len(word_table)) for term in word_terms]
-            word_rows += [row] * len(word_terms)
-            char_ids += [char_table.setdefault(term, len(char_table)) for term in char_terms]
-            char_rows += [row] * len(char_terms)
+        # Machine integers, not lists of Python ints: a million term occurrences stay 8 MB, not 40.
+        word_ids, char_ids = array("q"), array("q")
+        word_counts, char_counts = array("q"), array("q")
+        for word_terms, char_terms in documents:
+            word_ids.extend(word_table.setdefault(term, len(word_table)) for term in word_terms)
+            char_ids.extend(char_table.setdefault(term, len(char_table)) for term in char_terms)
+            word_counts.append(len(word_terms))
+            char_counts.append(len(char_terms))
         n_words, n_chars = len(word_table), len(char_table)
+        n_documents = len(word_counts)
         # Feature 0 is the bias, then the words, then the character n-grams.
-        rows = np.array(word_rows + char_rows, dtype=np.int64)
-        raw = np.concatenate([np.array(word_ids, dtype=np.int64) + 1,
-                              np.array(char_ids, dtype=np.int64) + 1 + n_words])
+        row_numbers = np.arange(n_documents, dtype=np.int64)
+        rows = np.concatenate([np.repeat(row_numbers, np.frombuffer(word_counts, dtype=np.int64)),
+                               np.repeat(row_numbers, np.frombuffer(char_counts, dtype=np.int64))])
+        raw = np.concatenate([np.frombuffer(word_ids, dtype=np.int64) + 1,
+                              np.frombuffer(char_ids, dtype=np.int64) + 1 + n_words])
         width = 1 + n_words + n_chars
         pairs, counts = np.unique(rows * width + raw, return_counts=True)
         pair_rows, pair_terms = pairs // width, pairs % width
         df = np.bincount(pair_terms, minlength=width).astype(np.float64)
         # Word pairs and character n-grams seen in one text only are mostly noise, and there are many of
         # them (they would double the model); every single word stays, so that a few examples still teach.
-        min_df = 2 if len(documents) >= 200 else 1
+        min_df = 2 if n_documents >= 200 else 1
         keep = df >= min_df
         keep[0] = True
         for term, i in word_table.items():
             if " " not in term:
                 keep[1 + i] = True
         new_id = np.cumsum(keep) - 1
-        idf = np.log((1.0 + len(documents)) / (1.0 + df[keep])) + 1.0
+        idf = np.log((1.0 + n_documents) / (1.0 + df[keep])) + 1.0
         idf[0] = 1.0
         char_index = {term: int(new_id[1 + n_words + i]) for term, i in char_table.items()
                       if keep[1 + n_words + i]}
@@ -123,7 +135,7 @@ class Vocabulary:
         vocabulary = cls(index=(word_index, char_index), idf=idf)
         kept = keep[pair_terms]
         entries = (pair_rows[kept], new_id[pair_terms[kept]], counts[kept])
-        return vocabulary, vocabulary._weigh(len(documents), *entries)
+        return vocabulary, vocabulary._weigh(n_documents, *entries)
 
     def encode(self, documents: Sequence[Terms]) -> tuple[IntArray, IntArray, FloatArray]:
         """(row, feature, value) of every non-zero, grouped by row, with the bias first in each row."""
@@ -193,19 +205,35 @@ class SparseRows:
 
     def dot(self, weights: FloatArray) -> FloatArray:
         """X @ W for W of shape (features, classes)."""
-        # np.take is several times faster than fancy indexing for gathering rows.
-        products = np.take(weights, self.cols, axis=0)
-        products *= self.values[:, None]
-        result: FloatArray = np.add.reduceat(products, self.row_starts, axis=0)
+        result = np.empty((self.n_rows, weights.shape[1]))
+        for first, last, begin, end in _blocks(self.row_starts, len(self.cols)):
+            # np.take is several times faster than fancy indexing for gathering rows.
+            products = np.take(weights, self.cols[begin:end], axis=0)
+            products *= self.values[begin:end, None]
+            result[first:last] = np.add.reduceat(products, self.row_starts[first:last] - begin, axis=0)
         return result
 
     def transpose_dot(self, gradient: FloatArray, n_features: int) -> FloatArray:
         """X.T @ G for G of shape (rows, classes)."""
-        products = np.take(gradient, self.rows_by_col, axis=0)
-        products *= self.values_by_col[:, None]
         result = np.zeros((n_features, gradient.shape[1]))
-        result[self.col_ids] = np.add.reduceat(products, self.col_starts, axis=0)
+        for first, last, begin, end in _blocks(self.col_starts, len(self.rows_by_col)):
+            products = np.take(gradient, self.rows_by_col[begin:end], axis=0)
+            products *= self.values_by_col[begin:end, None]
+            result[self.col_ids[first:last]] = np.add.reduceat(products, self.col_starts[first:last] - begin, axis=0)
         return result
+
+
+# Entries multiplied at once: a few megabytes of temporaries instead of one array as large as the data,
+# which the allocator would keep as resident memory long after training.
+_BLOCK_ENTRIES = 1 << 17
+
+
+def _blocks(starts: IntArray, total: int) -> list[tuple[int, int, int, int]]:
+    """(first group, end group, first entry, end entry) of consecutive groups holding about _BLOCK_ENTRIES."""
+    cuts = np.unique(np.searchsorted(starts, np.arange(0, total, _BLOCK_ENTRIES), side="right") - 1)
+    groups = [*cuts.tolist(), len(starts)]
+    entries = [*starts[cuts].tolist(), total]
+    return [(groups[i], groups[i + 1], entries[i], entries[i + 1]) for i in range(len(cuts))]
 
 
 _COMMON_SHARE = 0.03

@@ -11,10 +11,15 @@ other route gets its topic probability times (1 - severity).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
+import hashlib
+import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +34,7 @@ from bot.router.features import (
     NeighbourIndex,
     SparseRows,
     Vocabulary,
+    char_grams_cache_clear,
     normalize,
     normalized_key,
     terms,
@@ -159,15 +165,16 @@ class LocalClassifier:
         given = [1.0] * len(examples) if weights is None else [float(w) for w in weights]
         if len(given) != len(examples):
             raise ValueError(f"got {len(given)} weights for {len(examples)} examples")
-        key = (tuple(route_list), fallback, escalation_route,
-               tuple((e.text, e.route, w) for e, w in zip(examples, given, strict=True)))
-        cached = _TRAINED.get(key)
+        rows = [(e.text, e.route, w) for e, w in zip(examples, given, strict=True)]
+        digest = hashlib.sha256(json.dumps([route_list, fallback, escalation_route, rows]).encode()).hexdigest()
+        cached = _TRAINED.get(digest)
         if cached is None:
             cached = cls._train(examples, route_list, given, fallback, escalation_route)
-            _TRAINED[key] = cached
+            release_training_memory()
+            _TRAINED[digest] = cached
             while len(_TRAINED) > _TRAINED_CACHE_SIZE:
                 _TRAINED.popitem(last=False)
-        _TRAINED.move_to_end(key)
+        _TRAINED.move_to_end(digest)
         return cached
 
     @classmethod
@@ -185,10 +192,9 @@ class LocalClassifier:
             # Nothing to tell apart.
             return cls(route_list, topic_routes, chosen_fallback)
 
-        documents = [terms(example.text) for example, _ in usable]
-        vocabulary, encoded = Vocabulary.fit(documents)
-        x = SparseRows.build(len(documents), *encoded)
-        neighbours = NeighbourIndex.build(len(documents), len(vocabulary.index[0]), *encoded)
+        vocabulary, encoded = Vocabulary.fit(terms(example.text) for example, _ in usable)
+        x = SparseRows.build(len(usable), *encoded)
+        neighbours = NeighbourIndex.build(len(usable), len(vocabulary.index[0]), *encoded)
         base = np.array([w for _, w in usable])
         routes_of = np.array([route_list.index(e.route) for e, _ in usable], dtype=np.int64)
         topic_of = {route: i for i, route in enumerate(topic_routes)}
@@ -204,12 +210,11 @@ class LocalClassifier:
         starts: tuple[FloatArray | None, FloatArray | None] = (None, None)
         counts = np.bincount(routes_of)
         if int(counts[counts > 0].min()) >= _CALIBRATION_MIN_PER_ROUTE:
-            texts = [tuple(word_terms) for word_terms, _ in documents]
-            folds = stratified_folds(routes_of, texts, _CALIBRATION_FOLDS)
+            folds = stratified_folds(routes_of, [normalized_key(e.text) for e, _ in usable], _CALIBRATION_FOLDS)
             # A few hundred held-out rows pin down a calibration's handful of parameters; measuring every
             # row's familiarity would take longer than training.
             sample = np.arange(0, x.n_rows, max(1, x.n_rows // _CALIBRATION_SAMPLE))
-            familiarity = _held_out_familiarity(x, neighbours, documents, folds, sample)
+            familiarity = _held_out_familiarity(x, neighbours, [e.text for e, _ in usable], folds, sample)
             fitted, starts = trainer.calibrate(folds, familiarity, sample)
             calibrations = (fitted[0] or calibrations[0], fitted[1] or calibrations[1])
         weights = trainer.fit_all(starts)
@@ -287,7 +292,19 @@ class LocalClassifier:
         return tuple(self._model.word_terms[int(cols[i]) - 1] for i in ranked[:_SIGNAL_WORDS])
 
 
-_TRAINED: OrderedDict[Hashable, LocalClassifier] = OrderedDict()
+_TRAINED: OrderedDict[str, LocalClassifier] = OrderedDict()
+
+
+def release_training_memory() -> None:
+    """Give back what training used: its word caches, and (with glibc) the heap pages it freed.
+
+    Training allocates and frees tens of megabytes of temporaries; glibc keeps freed heap pages as
+    resident memory of the process unless asked to return them, which a long-running server never does.
+    """
+    char_grams_cache_clear()
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _untrusted(offsets: FloatArray) -> Calibration:
@@ -381,8 +398,7 @@ def _balanced(labels: IntArray, weights: FloatArray) -> FloatArray:
 
 
 def _held_out_familiarity(
-    x: SparseRows, neighbours: NeighbourIndex, documents: Sequence[tuple[list[str], list[str]]],
-    folds: list[IntArray], sample: IntArray,
+    x: SparseRows, neighbours: NeighbourIndex, texts: Sequence[str], folds: list[IntArray], sample: IntArray,
 ) -> FloatArray:
     """The `sample` rows' familiarity as their fold's model sees it: similarity to other folds' texts only."""
     fold_of = np.zeros(x.n_rows, dtype=np.int64)
@@ -395,24 +411,17 @@ def _held_out_familiarity(
         similarity = neighbours.similarities(x.cols[start:end], x.values[start:end])
         similarity[fold_of == fold_of[row]] = 0.0
         result[position, 1] = float(similarity.max())
-    result[:, 2] = _held_out_coverage(documents, fold_of)[sample]
-    result[:, 3] = [min(1.0, sum(" " not in t for t in documents[row][0]) / _LONG_WORDS) for row in sample.tolist()]
-    return result
-
-
-def _held_out_coverage(documents: Sequence[tuple[list[str], list[str]]], fold_of: IntArray) -> FloatArray:
-    """Share of each text's words that occur in some text of another fold."""
     folds_of_word: dict[str, set[int]] = {}
-    for (word_terms, _), fold in zip(documents, fold_of.tolist(), strict=True):
-        for token in word_terms:
-            if " " not in token:
-                folds_of_word.setdefault(token, set()).add(fold)
-    coverage = np.zeros(len(documents))
-    for row, ((word_terms, _), fold) in enumerate(zip(documents, fold_of.tolist(), strict=True)):
-        tokens = [t for t in word_terms if " " not in t]
-        if tokens:
-            coverage[row] = sum(bool(folds_of_word[t] - {fold}) for t in tokens) / len(tokens)
-    return coverage
+    for text, fold_number in zip(texts, fold_of.tolist(), strict=True):
+        for token in set(words(text)):
+            folds_of_word.setdefault(token, set()).add(fold_number)
+    for position, row in enumerate(sample.tolist()):
+        # A word is known to a fold's model when some text of another fold has it.
+        tokens = words(texts[row])
+        known = sum(bool(folds_of_word[t] - {int(fold_of[row])}) for t in tokens)
+        result[position, 2] = known / len(tokens) if tokens else 0.0
+        result[position, 3] = min(1.0, len(tokens) / _LONG_WORDS)
+    return result
 
 
 # --------------------------------------------------------------------------- the router
