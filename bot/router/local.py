@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import hashlib
 import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from bot.config import Config
 from bot.router.base import RouteDecision, RoutingContext
@@ -117,7 +119,7 @@ class _Model:
     """Everything learnt: features, one weight matrix (topic columns, then the two severity columns)."""
 
     vocabulary: Vocabulary
-    weights: FloatArray
+    weights: npt.NDArray[np.float32]
     word_terms: tuple[str, ...]
     neighbours: NeighbourIndex
     topic_calibration: Calibration
@@ -382,12 +384,13 @@ class _Trainer:
         starts = tuple(None if s is None else s / len(folds) for s in sums)
         return (topic_calibration, severity_calibration), (starts[0], starts[1])
 
-    def fit_all(self, starts: tuple[FloatArray | None, FloatArray | None]) -> FloatArray:
+    def fit_all(self, starts: tuple[FloatArray | None, FloatArray | None]) -> npt.NDArray[np.float32]:
         """One weight matrix: the topic columns (none when there is no topic to tell), then severity's two."""
         topic, severity = self.fit(np.arange(self.x.n_rows), starts, _FULL_MAX_ITER)
         parts = [topic if topic is not None else np.zeros((self.n_features, 0)),
                  severity if severity is not None else np.zeros((self.n_features, 2))]
-        return np.ascontiguousarray(np.hstack(parts))
+        # Single precision is plenty for routing, and halves the model in memory.
+        return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
 
 def _balanced(labels: IntArray, weights: FloatArray) -> FloatArray:
@@ -427,6 +430,9 @@ def _held_out_familiarity(
 # --------------------------------------------------------------------------- the router
 
 
+ExampleSource = Callable[[], Sequence[tuple[LabeledText, float]]]
+
+
 class LocalRouter:
     """The `Router` for mode "local": the classifiers trained on config examples, shipped data and corrections."""
 
@@ -435,20 +441,21 @@ class LocalRouter:
     def __init__(
         self,
         classifier: LocalClassifier,
-        examples: Sequence[tuple[LabeledText, float]] = (),
+        examples: ExampleSource = tuple,
         corrections: Sequence[LabeledText] = (),
     ) -> None:
         self.classifier = classifier
         self.corrections = tuple(corrections)
-        self._examples = tuple(examples)
+        # How to get the training examples again for a retrain: read anew rather than kept, as the
+        # thousands of texts would stay in memory for the life of the server.
+        self._examples = examples
         self._corrected = {normalized_key(c.text): c.route for c in self.corrections}
 
     @classmethod
     def from_config(cls, config: Config, corrections: Sequence[LabeledText] = ()) -> LocalRouter:
-        return cls.from_examples(
-            config.route_names, training_examples(config), fallback=config.fallback_route,
-            escalation_route=config.escalation_route, corrections=corrections,
-        )
+        return cls._build(config.route_names, functools.partial(training_examples, config),
+                          fallback=config.fallback_route, escalation_route=config.escalation_route,
+                          corrections=corrections)
 
     @classmethod
     def from_examples(
@@ -461,8 +468,17 @@ class LocalRouter:
         corrections: Sequence[LabeledText] = (),
     ) -> LocalRouter:
         """Train on weighted `examples` and `corrections`; a correction replaces examples of the same text."""
+        kept = tuple(examples)
+        return cls._build(routes, lambda: kept, fallback=fallback, escalation_route=escalation_route,
+                          corrections=corrections)
+
+    @classmethod
+    def _build(
+        cls, routes: Sequence[str], source: ExampleSource, *, fallback: str, escalation_route: str | None,
+        corrections: Sequence[LabeledText],
+    ) -> LocalRouter:
         valid = [c for c in corrections if c.route in routes]
-        kept = list(examples)
+        kept = list(source())
         if valid:
             overridden = {normalized_key(c.text) for c in valid}
             kept = [(e, w) for e, w in kept if normalized_key(e.text) not in overridden]
@@ -473,17 +489,15 @@ class LocalRouter:
             fallback=fallback,
             escalation_route=escalation_route,
         )
-        return cls(classifier, examples, valid)
+        return cls(classifier, source, valid)
 
     def retrain(self, corrections: Sequence[LabeledText]) -> LocalRouter:
         """A new router trained with `corrections`, the complete current list (earlier ones not in it are dropped).
 
-        Training takes about a second: call it in a worker thread, not on the event loop.
+        Training takes a few seconds: call it in a worker thread, not on the event loop.
         """
-        return self.from_examples(
-            self.classifier.routes, self._examples, fallback=self.classifier.fallback,
-            escalation_route=self.classifier.escalation_route, corrections=corrections,
-        )
+        return self._build(self.classifier.routes, self._examples, fallback=self.classifier.fallback,
+                           escalation_route=self.classifier.escalation_route, corrections=corrections)
 
     async def route(self, text: str, context: RoutingContext | None = None) -> RouteDecision:
         started = time.perf_counter()
