@@ -17,8 +17,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 # Long messages keep their head and their tail: the ask is usually at the start, the threat at the end.
-HEAD_CHARS = 1500
-TAIL_CHARS = 500
+HEAD_CHARS = 1000
+TAIL_CHARS = 400
 # The settings below were chosen with benchmarks/router_quality.py (its docstring explains the runs).
 # Character 4-grams: (3, 4, 5) was 1 point better on misspelt text and twice as slow to train.
 _CHAR_NGRAMS = (4,)
@@ -72,10 +72,6 @@ def _char_grams(token: str) -> tuple[str, ...]:
     padded = f" {token} "
     return tuple(padded[i : i + n] for n in _CHAR_NGRAMS for i in range(len(padded) - n + 1))
 
-
-def char_grams_cache_clear() -> None:
-    """Forget the cached n-grams of training's many one-off words; routing refills it with common ones."""
-    _char_grams.cache_clear()
 
 
 @dataclass(frozen=True)

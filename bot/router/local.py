@@ -11,10 +11,7 @@ other route gets its topic probability times (1 - severity).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
-import gc
 import hashlib
 import json
 import math
@@ -25,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from bot.config import Config
 from bot.router.base import RouteDecision, RoutingContext
@@ -36,7 +34,6 @@ from bot.router.features import (
     NeighbourIndex,
     SparseRows,
     Vocabulary,
-    char_grams_cache_clear,
     normalize,
     normalized_key,
     terms,
@@ -58,6 +55,8 @@ from bot.router.training import (
     shipped_training_data,
     training_examples,
 )
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "CONFIG_EXAMPLE_WEIGHT", "CORRECTION_WEIGHT", "HEAD_CHARS", "TAIL_CHARS", "LabeledText", "LocalClassifier",
@@ -93,6 +92,8 @@ _SIGNAL_FLOOR = 0.1
 _SIGNAL_WORDS = 3
 # Words in more than about one text in twenty (idf below this) are too common to name as a reason.
 _SIGNAL_MIN_IDF = 4.0
+# From this many examples up, training runs in a child process (see _train_apart).
+_APART_FROM = 500
 # Trained classifiers kept for re-use: tests, `eval` and benchmarks build the same router many times.
 _TRAINED_CACHE_SIZE = 2
 
@@ -171,8 +172,8 @@ class LocalClassifier:
         digest = hashlib.sha256(json.dumps([route_list, fallback, escalation_route, rows]).encode()).hexdigest()
         cached = _TRAINED.get(digest)
         if cached is None:
-            cached = cls._train(examples, route_list, given, fallback, escalation_route)
-            release_training_memory()
+            arguments = (list(examples), route_list, given, fallback, escalation_route)
+            cached = _train_apart(*arguments) if len(examples) >= _APART_FROM else cls._train(*arguments)
             _TRAINED[digest] = cached
             while len(_TRAINED) > _TRAINED_CACHE_SIZE:
                 _TRAINED.popitem(last=False)
@@ -297,16 +298,19 @@ class LocalClassifier:
 _TRAINED: OrderedDict[str, LocalClassifier] = OrderedDict()
 
 
-def release_training_memory() -> None:
-    """Give back what training used: its word caches, and (with glibc) the heap pages it freed.
+def _train_apart(
+    examples: list[LabeledText], routes: list[str], weights: list[float], fallback: str | None,
+    escalation_route: str | None,
+) -> LocalClassifier:
+    """Train in a child process (see bot/router/training_child.py), or here when there is none to start."""
+    from bot.router.training_child import ChildTrainingFailed, train_in_child
 
-    Training allocates and frees tens of megabytes of temporaries; glibc keeps freed heap pages as
-    resident memory of the process unless asked to return them, which a long-running server never does.
-    """
-    char_grams_cache_clear()
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    arguments = (examples, routes, weights, fallback, escalation_route)
+    try:
+        return train_in_child(arguments)
+    except ChildTrainingFailed as exc:
+        log.warning("router_training_in_process", reason=f"training in a child process failed: {exc}")
+        return LocalClassifier._train(*arguments)
 
 
 def _untrusted(offsets: FloatArray) -> Calibration:
