@@ -106,9 +106,9 @@ async def leave_fold_out(config: Config, rows: Sequence[Labelled], thresholds: S
     base = training_examples(config)
     for fold in stratified_folds(rows, TEMPLATED_FOLDS):
         kept = {normalized_key(rows[i].text) for i in fold}
-        local = await asyncio.to_thread(
-            LocalRouter.from_examples, config.route_names, [(e, w) for e, w in base if normalized_key(e.text) not in kept],
-            fallback=config.fallback_route, escalation_route=config.escalation_route)
+        examples = [(e, w) for e, w in base if normalized_key(e.text) not in kept]
+        local = await asyncio.to_thread(LocalRouter.from_examples, config.route_names, examples,
+                                        fallback=config.fallback_route, escalation_route=config.escalation_route)
         for threshold in thresholds:
             totals[threshold] += await run(config, local, [rows[i] for i in fold], threshold)
     return [summarise(totals[threshold], threshold) for threshold in thresholds]
@@ -159,9 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             mark = " *" if row["threshold"] == report["configured_threshold"] else ""
             tiers = row["decided_by"]
             table.add_row(f"{name} ({row['n']})", f"{row['threshold']:.2f}{mark}", f"{row['accuracy']:.3f}",
-                          f"{row['llm_calls_per_message']:.3f}", f"{row['escalations_kept_wrong']}/{row['escalations']}",
-                          f"{row['lookalikes_escalated']}/{row['lookalikes']}", str(tiers["rules"]), str(tiers["local"]),
-                          str(tiers["llm"] + tiers["hybrid"]))
+                          f"{row['llm_calls_per_message']:.3f}",
+                          f"{row['escalations_kept_wrong']}/{row['escalations']}",
+                          f"{row['lookalikes_escalated']}/{row['lookalikes']}", str(tiers["rules"]),
+                          str(tiers["local"]), str(tiers["llm"] + tiers["hybrid"]))
     Console(width=150).print(table)
     for name, result in report["sets"].items():
         goal, calls = GOALS[name]

@@ -29,7 +29,8 @@ from bot.router.hybrid import RulesThenLocal  # noqa: E402
 from bot.router.local import LocalRouter  # noqa: E402
 from bot.router.rules import RulesRouter  # noqa: E402
 
-DEFAULT_DATA = (REPO / "benchmarks" / "data" / "realistic_heldout.jsonl", REPO.parent / "shared" / "data" / "route_dev.jsonl")
+DEFAULT_DATA = (REPO / "benchmarks" / "data" / "realistic_heldout.jsonl",
+                REPO.parent / "shared" / "data" / "route_dev.jsonl")
 GOAL_P99_US = 2000.0
 
 
@@ -97,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Rules then local models over {report['texts']} texts × {report['repeats']} ({report['source']})")
+    table = Table(title=f"Rules then local models over {report['texts']} texts × {report['repeats']} "
+                        f"({report['source']})")
     for column in ("p50 µs", "p99 µs", "max µs", "CPU p50 µs", "CPU p99 µs", "training ms"):
         table.add_column(column, justify="right")
     table.add_row(*(str(report[key]) for key in ("p50_us", "p99_us", "max_us", "cpu_p50_us", "cpu_p99_us",

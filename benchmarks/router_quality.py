@@ -48,7 +48,7 @@ from bot.evaluation import deferral_at  # noqa: E402
 from bot.router.base import RouteDecision  # noqa: E402
 from bot.router.features import NeighbourIndex, Vocabulary, normalized_key, terms  # noqa: E402
 from bot.router.hybrid import RulesThenLocal  # noqa: E402
-from bot.router.local import LabeledText, LocalClassifier, LocalRouter, training_examples  # noqa: E402
+from bot.router.local import LabeledText, LocalRouter, training_examples  # noqa: E402
 from bot.router.rules import RulesRouter  # noqa: E402
 
 DATA = REPO / "benchmarks" / "data"
@@ -276,7 +276,8 @@ def print_report(report: dict[str, Any]) -> None:
             table.add_row(f"{name} ({result['n']})", candidate, _fmt(m["accuracy"]), _fmt(m["macro_f1"]),
                           _fmt(m["escalate_recall"]), _fmt(m["hybrid_perfect_accuracy"]),
                           _fmt(m["llm_calls_per_message"]), f"{m['escalations_kept_wrong']}/{m['escalations']}",
-                          f"{m['lookalikes_escalated_local']} / {m['lookalikes_escalated_hybrid']} of {m['lookalikes']}",
+                          f"{m['lookalikes_escalated_local']} / {m['lookalikes_escalated_hybrid']} "
+                          f"of {m['lookalikes']}",
                           str(m["false_escalations"]))
     console.print(table)
     tags = Table(title="Local accuracy by tag (tfidf-lr)")
