@@ -296,11 +296,10 @@ async def test_export_labels_writes_training_rows_and_flags_the_unsure_ones_for_
     # The export is a training file as it stands: flagged lines wait for review, the rest teach the router.
     config_file = tmp_path / "labels" / "supportbot.toml"
     config_file.write_text('[router]\ntraining_files = ["team.jsonl"]\n')
-    done = subprocess.run([*SUPPORTBOT, "eval", str(labels), "--router", "local", "--format", "json"],
-                          capture_output=True, text=True, env=env | {"SUPPORTBOT_CONFIG": str(config_file)},
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["n"] == 6
+    code, stdout, stderr = await run_cli(["eval", str(labels), "--router", "local", "--format", "json"],
+                                         env | {"SUPPORTBOT_CONFIG": str(config_file)})
+    assert code == 0, stderr
+    assert json.loads(stdout)["n"] == 6
 
 
 def test_offline_labels_carry_no_claude_confidence_so_every_one_awaits_review(tmp_path: Path) -> None:
