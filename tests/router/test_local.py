@@ -296,14 +296,15 @@ def test_a_classifier_needs_routes() -> None:
 
 def test_shipped_training_data_is_attributed_and_never_contains_bitext() -> None:
     rows = shipped_training_data()
-    raw = (Path(__file__).parents[2] / "bot" / "router" / "data" / "training.jsonl").read_text("utf-8")
-    readme = (Path(__file__).parents[2] / "bot" / "router" / "data" / "README.md").read_text("utf-8")
+    folder = Path(__file__).parents[2] / "bot" / "router" / "data"
+    raw = "".join((folder / name).read_text("utf-8") for name in ("training.jsonl", "realistic.jsonl"))
+    readme = (folder / "README.md").read_text("utf-8")
 
-    assert len(rows) >= 1000
+    assert len(rows) >= 3000
     assert {row.route for row in rows} == DEFAULT_ROUTES
     assert "bitext" not in raw.lower()
     sources = set(re.findall(r'"source": "([^"]+)"', raw))
-    assert sources == {"supportbot", "banking77", "clinc150"}
+    assert sources == {"supportbot", "supportbot-realistic", "banking77", "clinc150"}
     assert "CC BY 4.0" in readme and "CC BY 3.0" in readme
 
 
