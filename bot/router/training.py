@@ -18,6 +18,9 @@ SHIPPED_DATA_RESOURCES = ("realistic.jsonl", "training.jsonl")
 # customers' words, reviewed by a person, and outweigh the shipped data written for any team.
 CONFIG_EXAMPLE_WEIGHT = 2.0
 TEAM_FILE_WEIGHT = 2.0
+# The public-dataset rows are few and short: they speak for the terse one-line questions of a consumer app.
+PUBLIC_DATASETS = frozenset({"banking77", "clinc150"})
+PUBLIC_DATASET_WEIGHT = 1.5
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,18 @@ class TrainingFileError(ValueError):
 
 def shipped_training_data() -> list[LabeledText]:
     """The attributed training sets shipped in `bot/router/data/` (see the README there)."""
-    rows: list[LabeledText] = []
+    return [row for row, _ in _shipped_rows()]
+
+
+def _shipped_rows() -> list[tuple[LabeledText, float]]:
+    rows: list[tuple[LabeledText, float]] = []
     folder = resources.files("bot.router").joinpath("data")
     for name in SHIPPED_DATA_RESOURCES:
         for line in folder.joinpath(name).read_text("utf-8").splitlines():
             if line.strip():
                 data = json.loads(line)
-                rows.append(LabeledText(text=str(data["text"]), route=str(data["route"])))
+                weight = PUBLIC_DATASET_WEIGHT if data.get("source") in PUBLIC_DATASETS else 1.0
+                rows.append((LabeledText(text=str(data["text"]), route=str(data["route"])), weight))
     return rows
 
 
@@ -108,5 +116,5 @@ def training_examples(config: Config) -> list[tuple[LabeledText, float]]:
     """What the local tiers train on, weighted: route examples, the team's files, then the shipped rows."""
     examples = config_examples(config) + team_examples(config)
     if config.router.use_shipped_training_data:
-        examples.extend((row, 1.0) for row in shipped_training_data() if row.route in config.routes)
+        examples.extend((row, weight) for row, weight in _shipped_rows() if row.route in config.routes)
     return examples
