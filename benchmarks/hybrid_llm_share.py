@@ -41,8 +41,9 @@ from bot.llm.base import LLMRequest, LLMResponse  # noqa: E402
 from bot.router.features import normalized_key  # noqa: E402
 from bot.router.hybrid import HybridRouter  # noqa: E402
 from bot.router.llm import LLMRouter  # noqa: E402
-from bot.router.local import LocalRouter, training_examples  # noqa: E402
+from bot.router.local import LocalRouter  # noqa: E402
 from bot.router.rules import RulesRouter  # noqa: E402
+from bot.router.training import training_examples  # noqa: E402
 
 THRESHOLDS = (0.6, 0.7, 0.75, 0.8, 0.9)
 GOALS = {"realistic": (0.97, 0.35), "cicd": (0.97, 0.35), "templated": (0.985, 0.25)}

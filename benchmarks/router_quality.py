@@ -48,8 +48,9 @@ from bot.evaluation import deferral_at  # noqa: E402
 from bot.router.base import RouteDecision  # noqa: E402
 from bot.router.features import NeighbourIndex, Vocabulary, normalized_key, terms  # noqa: E402
 from bot.router.hybrid import RulesThenLocal  # noqa: E402
-from bot.router.local import LabeledText, LocalRouter, training_examples  # noqa: E402
+from bot.router.local import LocalRouter  # noqa: E402
 from bot.router.rules import RulesRouter  # noqa: E402
+from bot.router.training import LabeledText, training_examples  # noqa: E402
 
 DATA = REPO / "benchmarks" / "data"
 SETS = {

@@ -25,16 +25,14 @@ import numpy.typing as npt
 import structlog
 
 from bot.config import Config
+from bot.router import store
 from bot.router.base import RouteDecision, RoutingContext
 from bot.router.features import (
-    HEAD_CHARS,
-    TAIL_CHARS,
     FloatArray,
     IntArray,
     NeighbourIndex,
     SparseRows,
     Vocabulary,
-    normalize,
     normalized_key,
     terms,
     terms_of,
@@ -48,21 +46,11 @@ from bot.router.fitting import (
     fit_logistic,
     stratified_folds,
 )
-from bot.router.training import (
-    CONFIG_EXAMPLE_WEIGHT,
-    LabeledText,
-    config_examples,
-    shipped_training_data,
-    training_examples,
-)
+from bot.router.training import LabeledText, training_examples
 
 log = structlog.get_logger(__name__)
 
-__all__ = [
-    "CONFIG_EXAMPLE_WEIGHT", "CORRECTION_WEIGHT", "HEAD_CHARS", "TAIL_CHARS", "LabeledText", "LocalClassifier",
-    "LocalRouter", "Prediction", "config_examples", "describe", "normalize", "normalized_key",
-    "shipped_training_data", "training_examples",
-]
+__all__ = ["CORRECTION_WEIGHT", "LabeledText", "LocalClassifier", "LocalRouter", "Prediction", "describe"]
 
 # Reviewer corrections are ground truth.
 CORRECTION_WEIGHT = 6.0
@@ -169,11 +157,18 @@ class LocalClassifier:
         if len(given) != len(examples):
             raise ValueError(f"got {len(given)} weights for {len(examples)} examples")
         rows = [(e.text, e.route, w) for e, w in zip(examples, given, strict=True)]
-        digest = hashlib.sha256(json.dumps([route_list, fallback, escalation_route, rows]).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(
+            [store.code_version(), route_list, fallback, escalation_route, rows]).encode()).hexdigest()
         cached = _TRAINED.get(digest)
         if cached is None:
             arguments = (list(examples), route_list, given, fallback, escalation_route)
-            cached = _train_apart(*arguments) if len(examples) >= _APART_FROM else cls._train(*arguments)
+            if len(examples) < _APART_FROM:
+                cached = cls._train(*arguments)
+            else:
+                restored = cls._restored(digest)
+                cached = restored or _train_apart(*arguments)
+                if restored is None:
+                    cached.store(digest)
             _TRAINED[digest] = cached
             while len(_TRAINED) > _TRAINED_CACHE_SIZE:
                 _TRAINED.popitem(last=False)
@@ -204,9 +199,10 @@ class LocalClassifier:
         topic_labels = np.array([topic_of.get(e.route, -1) for e, _ in usable], dtype=np.int64)
         severity_labels = np.array([int(e.route == escalation) for e, _ in usable], dtype=np.int64)
         l2 = _L2 * max(1.0, _L2_FULL_STRENGTH_WEIGHT / float(base.sum()))
-        trainer = _Trainer(x, vocabulary.size, base, l2, topic_labels, severity_labels,
-                           len(topic_routes) if len(topic_routes) >= 2 else 0, escalation is not None and has_negatives)
         n_topics = len(topic_routes) if len(topic_routes) >= 2 else 0
+        trainer = _Trainer(x, vocabulary.size, base, l2, topic_labels, severity_labels, n_topics,
+                           escalation is not None and has_negatives)
+        # Until calibrated: the escalations' share of the data is the prior of a text nothing is known about.
         share = float(base[severity_labels == 1].sum() / base.sum())
         prior = math.log(share / (1.0 - share)) if 0.0 < share < 1.0 else 0.0
         calibrations = (_untrusted(np.zeros(max(n_topics, 1))), _untrusted(np.array([0.0, prior])))
@@ -224,6 +220,51 @@ class LocalClassifier:
         word_terms = tuple(sorted(vocabulary.index[0], key=vocabulary.index[0].__getitem__))
         model = _Model(vocabulary, weights, word_terms, neighbours, *calibrations)
         return cls(route_list, topic_routes, chosen_fallback, escalation, model)
+
+    def store(self, key: str) -> None:
+        """Save the model under `key` in the on-disk store (see bot/router/store.py)."""
+        model = self._model
+        if model is None:
+            return
+        words, chars = model.vocabulary.index
+        meta = {"routes": list(self.routes), "topic_routes": list(self.topic_routes), "fallback": self.fallback,
+                "escalation_route": self.escalation_route, "words": list(model.word_terms),
+                "chars": sorted(chars, key=chars.__getitem__), "n_rows": model.neighbours.n_rows}
+        store.save(key, meta, {
+            "idf": model.vocabulary.idf, "weights": model.weights, "col_starts": model.neighbours.col_starts,
+            "rows": model.neighbours.rows, "values": model.neighbours.values,
+            "topic_scale": model.topic_calibration.scale, "topic_offsets": model.topic_calibration.offsets,
+            "severity_scale": model.severity_calibration.scale,
+            "severity_offsets": model.severity_calibration.offsets})
+
+    @classmethod
+    def _restored(cls, key: str) -> LocalClassifier | None:
+        """The classifier saved under `key`, or None when there is none or it does not fit together."""
+        found = store.load(key)
+        if found is None:
+            return None
+        meta, arrays = found
+        try:
+            words, chars = [str(t) for t in meta["words"]], [str(t) for t in meta["chars"]]
+            word_index = {term: i + 1 for i, term in enumerate(words)}
+            char_index = {term: len(words) + 1 + i for i, term in enumerate(chars)}
+            vocabulary = Vocabulary(index=(word_index, char_index), idf=arrays["idf"].astype(np.float64))
+            weights = arrays["weights"].astype(np.float32)
+            n_rows = int(meta["n_rows"])
+            neighbours = NeighbourIndex(n_rows, arrays["col_starts"].astype(np.int64),
+                                        arrays["rows"].astype(np.int32), arrays["values"].astype(np.float32))
+            if not (weights.shape[0] == vocabulary.size == 1 + len(words) + len(chars)
+                    and len(neighbours.col_starts) == len(words) + 2 and len(neighbours.rows) == len(neighbours.values)
+                    and (len(neighbours.rows) == 0 or int(neighbours.rows.max()) < n_rows)):
+                raise ValueError("arrays of different sizes")
+            model = _Model(vocabulary, weights, tuple(words), neighbours,
+                           Calibration(arrays["topic_scale"], arrays["topic_offsets"]),
+                           Calibration(arrays["severity_scale"], arrays["severity_offsets"]))
+            return cls([str(r) for r in meta["routes"]], [str(r) for r in meta["topic_routes"]],
+                       str(meta["fallback"]), meta["escalation_route"], model)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("router_store_unusable", key=key, error=str(exc)[:200])
+            return None
 
     def predict(self, text: str) -> Prediction:
         model = self._model

@@ -10,18 +10,11 @@ import pytest
 
 from bot.config import Config, load_config, parse_config
 from bot.router.base import RouteDecision
+from bot.router.features import HEAD_CHARS, TAIL_CHARS, normalize
 from bot.router.hybrid import RulesThenLocal, deferral
-from bot.router.local import (
-    HEAD_CHARS,
-    TAIL_CHARS,
-    LabeledText,
-    LocalClassifier,
-    LocalRouter,
-    Prediction,
-    normalize,
-    shipped_training_data,
-)
+from bot.router.local import LocalClassifier, LocalRouter, Prediction
 from bot.router.rules import RulesRouter
+from bot.router.training import LabeledText, shipped_training_data
 
 DEFAULT_ROUTES = {"billing", "technical", "sales", "escalate", "general"}
 

@@ -94,3 +94,20 @@ def test_the_cli_refuses_to_start_on_a_missing_training_file(tmp_path: Path) -> 
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "config refused" in done.stderr and "router.training_files.0" in done.stderr
     assert "nowhere.jsonl: file not found" in done.stderr
+
+
+def test_a_trained_router_is_kept_on_disk_and_a_damaged_file_is_trained_over(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_", "SUPPORTBOT_"))}
+    env |= {"HOME": str(tmp_path), "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"}
+    labelled = write(tmp_path / "labelled.jsonl", [{"text": "I was charged twice this month", "route": "billing"}])
+    command = [sys.executable, "-m", "bot.cli", "eval", str(labelled), "--router", "local", "--format", "json"]
+
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    [saved] = (tmp_path / ".cache" / "supportbot" / "router").glob("*.npz")
+    saved.write_bytes(b"not a model")
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert json.loads(first.stdout)["accuracy"] == json.loads(second.stdout)["accuracy"] == 1.0
+    assert "router_store_unreadable" in second.stderr
+    assert saved.stat().st_size > 100_000  # trained again and saved whole
