@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bot.config import load_config
 from tests.test_logs_cli import _fill_and_correct
 from tests.web.conftest import CONVERSATIONS
 
@@ -144,7 +145,7 @@ def test_deferral_says_what_the_local_tiers_keep_and_get_wrong_without_any_llm(
 
     deferral = report["deferral"]
     assert set(deferral) == DEFERRAL
-    assert deferral["threshold"] == 0.75  # the configured [router] confidence_threshold
+    assert deferral["threshold"] == load_config().router.confidence_threshold
     assert deferral["deferred_share"] == pytest.approx(1 / 6, abs=1e-4)
     assert deferral["confident_errors"] == 3
     assert deferral["confident_error_rate"] == pytest.approx(3 / 6, abs=1e-4)
@@ -169,7 +170,8 @@ def test_sweep_shows_the_deferral_at_several_thresholds(env: dict[str, str], tmp
     result = supportbot(env, "eval", str(data), "--router", "local", "--format", "json", "--sweep")
     assert result.returncode == 0, result.stderr
     sweep = json.loads(result.stdout)["sweep"]
-    assert [row["threshold"] for row in sweep] == [0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95]
+    configured = load_config().router.confidence_threshold
+    assert [row["threshold"] for row in sweep] == sorted({0.5, 0.6, 0.7, 0.8, 0.9, 0.95, configured})
     assert all(set(row) == DEFERRAL for row in sweep)
     shares = [row["deferred_share"] for row in sweep]
     assert shares == sorted(shares)  # a higher threshold never sends fewer messages to the LLM
@@ -177,5 +179,5 @@ def test_sweep_shows_the_deferral_at_several_thresholds(env: dict[str, str], tmp
     table = supportbot(env, "eval", str(data), "--router", "local", "--sweep")
     assert table.returncode == 0, table.stderr
     for text in ("deferral", "sent to the LLM", "confidently wrong", "escalations missed", "false escalations",
-                 "0.95", "0.75 *", "the configured [router] confidence_threshold"):
+                 "0.95", f"{configured:.2f} *", "the configured [router] confidence_threshold"):
         assert text in table.stdout, text
