@@ -308,3 +308,33 @@ def test_turning_off_the_shipped_data_trains_on_the_config_examples_alone() -> N
 
     assert route(router, "I was charged twice this month").route == "billing"
     assert route(router, "where is my order?").route == "general"
+
+
+def test_the_severity_axis_follows_whichever_route_escalates_whatever_its_name() -> None:
+    config = parse_config(
+        """
+        fallback_route = "questions"
+        [router]
+        use_shipped_training_data = false
+        [routes.orders]
+        persona = "order desk"
+        examples = ["where is my parcel", "can I change my delivery address", "my order arrived damaged"]
+        [routes.questions]
+        persona = "helpdesk"
+        examples = ["what are your opening hours", "do you have a shop in Leeds", "hello there"]
+        [routes.pager]
+        persona = "duty manager"
+        escalate = true
+        examples = ["the warehouse is flooding and the alarm is silent", "a stranger can see our customers' data",
+                    "our whole shop is down and we are losing sales"]
+        """,
+        source=None,
+    )
+    router = LocalRouter.from_config(config)
+
+    assert config.escalation_route == "pager" and router.classifier.escalation_route == "pager"
+    assert set(router.classifier.topic_routes) == {"orders", "questions"}
+    decision = route(router, "where is my parcel, it was due Monday")
+    assert decision.route == "orders" and set(decision.scores) == {"orders", "questions", "pager"}
+    assert decision.scores["pager"] < 0.5
+    assert "severity" in decision.reason
