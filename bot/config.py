@@ -60,7 +60,7 @@ class RuleConfig(_Section):
 class RouterSection(_Section):
     mode: RouterMode = "hybrid"
     # Below it, hybrid mode asks the LLM.
-    confidence_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8
+    confidence_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.78
     # Hybrid mode also asks the LLM when the local severity detector gives a message it did not
     # escalate at least this probability of needing a person now: a missed escalation costs most.
     severity_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.08

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from array import array
@@ -149,6 +150,22 @@ class Vocabulary:
         return self._weigh(len(documents), np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64),
                            np.array(counts, dtype=np.int64))
 
+    def encode_one(self, document: Terms) -> tuple[IntArray, FloatArray]:
+        """One text's (feature, value) pairs, the bias first: a row of `encode`, without its bookkeeping."""
+        cols: list[IntArray] = [np.zeros(1, dtype=np.int64)]
+        values: list[FloatArray] = [np.ones(1)]
+        for found, index, weight in zip(document, self.index, (WORD_GROUP_WEIGHT, CHAR_GROUP_WEIGHT), strict=True):
+            known = [(feature, count) for term, count in Counter(found).items()
+                     if (feature := index.get(term)) is not None]
+            if not known:
+                continue
+            features = np.array([feature for feature, _ in known], dtype=np.int64)
+            group = (1.0 + np.log(np.array([count for _, count in known], dtype=np.float64))) * self.idf[features]
+            group *= weight / math.sqrt(float(np.dot(group, group)))
+            cols.append(features)
+            values.append(group)
+        return np.concatenate(cols), np.concatenate(values)
+
     def _weigh(self, n_rows: int, rows: IntArray, cols: IntArray, counts: IntArray) -> tuple[
         IntArray, IntArray, FloatArray
     ]:
@@ -234,6 +251,7 @@ def _blocks(starts: IntArray, total: int) -> list[tuple[int, int, int, int]]:
 
 _COMMON_SHARE = 0.03
 _COMMON_MIN_DF = 30
+_QUERY_TERMS = 48
 
 
 @dataclass(frozen=True)
@@ -270,6 +288,10 @@ class NeighbourIndex:
         """Cosine similarity of one encoded text (its word features) to every training text."""
         word = (cols >= 1) & (cols < len(self.col_starts) - 1)
         cols, weights = cols[word], values[word] / WORD_GROUP_WEIGHT
+        if len(cols) > _QUERY_TERMS:
+            # A long message's weakest terms hardly move a cosine, and each costs a posting list.
+            strongest = np.argpartition(-weights, _QUERY_TERMS)[:_QUERY_TERMS]
+            cols, weights = cols[strongest], weights[strongest]
         starts, ends = self.col_starts[cols], self.col_starts[cols + 1]
         lengths = ends - starts
         total = int(lengths.sum())

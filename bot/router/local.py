@@ -75,8 +75,8 @@ _CALIBRATION_SAMPLE = 1000
 # of the message's words the vocabulary knows, and how long the message is (up to _LONG_WORDS words).
 _FAMILIARITY_FEATURES = 4
 _LONG_WORDS = 120
-# Below this severity the reason does not bother naming the words that raised it.
-_SIGNAL_FLOOR = 0.1
+# Below this severity (the detector does not escalate) the reason does not name the words that raised it.
+_SIGNAL_FLOOR = 0.5
 _SIGNAL_WORDS = 3
 # Words in more than about one text in twenty (idf below this) are too common to name as a reason.
 _SIGNAL_MIN_IDF = 4.0
@@ -272,7 +272,7 @@ class LocalClassifier:
         if model is None:
             return self._uniform(pool)
         tokens = words(text)
-        _, cols, values = model.vocabulary.encode([terms_of(tokens)])
+        cols, values = model.vocabulary.encode_one(terms_of(tokens))
         nearest = float(model.neighbours.similarities(cols, values).max()) if len(cols) > 1 else 0.0
         known = model.vocabulary.index[0]
         coverage = sum(token in known for token in tokens) / len(tokens) if tokens else 0.0
