@@ -1,7 +1,8 @@
-"""Per-message latency of the local router: `LocalRouter.route` as the product builds it, over real texts.
+"""Per-message latency of the local tiers: rules, then the topic and severity models, as the product builds them.
 
 The router is trained from the built-in config as `supportbot serve` does at start; each text of the labelled
-dev file (or, without it, the config's route examples) is routed `--repeats` times after one warm-up pass.
+files (by default the realistic held-out messages, long incident reports included, and the templated dev file;
+without them, the config's route examples) is routed `--repeats` times after one warm-up pass.
 Wall time (perf_counter) and the routing thread's CPU time (thread_time, steadier on a busy machine) are
 reported as p50/p99 in microseconds. Goal: p99 < 2 ms. `router_quality.py` scores the same router.
 
@@ -24,18 +25,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bot.config import load_config  # noqa: E402
+from bot.router.hybrid import RulesThenLocal  # noqa: E402
 from bot.router.local import LocalRouter  # noqa: E402
+from bot.router.rules import RulesRouter  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "route_dev.jsonl"
+DEFAULT_DATA = (REPO / "benchmarks" / "data" / "realistic_heldout.jsonl",
+                REPO.parent / "shared" / "data" / "route_dev.jsonl")
 GOAL_P99_US = 2000.0
 
 
-def texts_from(path: Path | None) -> tuple[list[str], str]:
-    """The texts of a labelled JSONL file, or the config's route examples when there is no file."""
-    if path is not None and path.exists():
-        texts = [str(json.loads(line)["text"]) for line in path.read_text(encoding="utf-8").splitlines()
-                 if line.strip()]
-        return texts, str(path)
+def texts_from(paths: Sequence[Path]) -> tuple[list[str], str]:
+    """The texts of labelled JSONL files, or the config's route examples when there are none."""
+    found = [path for path in paths if path.exists()]
+    if found:
+        texts = [str(json.loads(line)["text"]) for path in found
+                 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return texts, ", ".join(path.name for path in found)
     examples = [example for route in load_config().routes.values() for example in route.examples]
     return examples, "the built-in config's route examples"
 
@@ -45,7 +50,7 @@ def _percentile(ordered: Sequence[float], pct: float) -> float:
     return ordered[index]
 
 
-async def _route_all(router: LocalRouter, texts: Sequence[str], repeats: int) -> tuple[list[float], list[float]]:
+async def _route_all(router: RulesThenLocal, texts: Sequence[str], repeats: int) -> tuple[list[float], list[float]]:
     wall: list[float] = []
     cpu: list[float] = []
     for text in texts:  # warm-up pass, not measured
@@ -59,12 +64,13 @@ async def _route_all(router: LocalRouter, texts: Sequence[str], repeats: int) ->
     return sorted(wall), sorted(cpu)
 
 
-def measure(path: Path | None, repeats: int) -> dict[str, Any]:
-    texts, source = texts_from(path)
+def measure(paths: Sequence[Path], repeats: int) -> dict[str, Any]:
+    texts, source = texts_from(paths)
     if not texts:
         raise SystemExit(f"no texts to route in {source}")
+    config = load_config()
     started = time.perf_counter()
-    router = LocalRouter.from_config(load_config())
+    router = RulesThenLocal(RulesRouter(config), LocalRouter.from_config(config))
     train_ms = (time.perf_counter() - started) * 1000
     wall, cpu = asyncio.run(_route_all(router, texts, repeats))
     p99 = _percentile(wall, 99)
@@ -78,9 +84,9 @@ def measure(path: Path | None, repeats: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA,
-                        help="labelled JSONL ({\"text\", ...} a line); default ../shared/data/route_dev.jsonl, "
-                             "the config's route examples when missing")
+    parser.add_argument("data", nargs="*", type=Path, default=list(DEFAULT_DATA),
+                        help="labelled JSONL ({\"text\", ...} a line); default benchmarks/data/realistic_heldout.jsonl "
+                             "and ../shared/data/route_dev.jsonl, the config's route examples when missing")
     parser.add_argument("--repeats", type=int, default=5, help="measured passes over the texts")
     parser.add_argument("--quick", action="store_true", help="one measured pass")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -92,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"LocalRouter.route over {report['texts']} texts × {report['repeats']} ({report['source']})")
+    table = Table(title=f"Rules then local models over {report['texts']} texts × {report['repeats']} "
+                        f"({report['source']})")
     for column in ("p50 µs", "p99 µs", "max µs", "CPU p50 µs", "CPU p99 µs", "training ms"):
         table.add_column(column, justify="right")
     table.add_row(*(str(report[key]) for key in ("p50_us", "p99_us", "max_us", "cpu_p50_us", "cpu_p99_us",

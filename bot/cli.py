@@ -299,9 +299,13 @@ def triage(
     format: Annotated[TableOrJson, typer.Option("--format", help="table, or json (one object)")] = TableOrJson.table,
     batch: Annotated[bool, typer.Option("--batch", help="use the Message Batches API: half price, "
                                         "results in minutes to hours; for large jobs that can wait")] = False,
+    export_labels: Annotated[Path | None, typer.Option(
+        "--export-labels", help="also write {text, route, confidence, review} JSONL for [router] training_files; "
+        "review is true where Claude was unsure")] = None,
 ) -> None:
     """Sectioning: classify and summarise many messages concurrently, then print an aggregate report."""
     from bot.triage import TriageInputError, load_messages, render_table, run_triage
+    from bot.triage import export_labels as write_labels
 
     settings, config = load_settings_and_config()
     try:
@@ -309,6 +313,14 @@ def triage(
     except TriageInputError as exc:
         raise _fail(str(exc)) from None
     report = _run(run_triage(settings, config, loaded, concurrency=concurrency, batch=batch, progress_console=errors))
+    if export_labels is not None:
+        try:
+            written, flagged = write_labels(report, config, export_labels)
+        except OSError as exc:
+            raise _fail(f"cannot write {export_labels}: {exc.strerror or exc}", 1) from None
+        errors.print(f"exported {written} label{'s' if written != 1 else ''} to {export_labels}; {flagged} flagged "
+                     "for review (check the route, then set \"review\": false; flagged lines are not trained on)",
+                     highlight=False)
     if format is TableOrJson.json:
         sys.stdout.write(json.dumps(report.as_json(), ensure_ascii=False) + "\n")
     else:
@@ -334,6 +346,8 @@ def eval_command(
     format: Annotated[TableOrJson, typer.Option("--format", help="table, or json (one line)")] = TableOrJson.table,
     export_corrections: Annotated[Path | None, typer.Option(
         "--export-corrections", help="write reviewers' route corrections as {text, route} JSONL to this file")] = None,
+    sweep: Annotated[bool, typer.Option(
+        "--sweep", help="show the deferral (what the local tiers keep and get wrong) at several thresholds")] = False,
 ) -> None:
     """Score a router on a labelled file: accuracy, macro-F1, per-route precision/recall/F1, confusion matrix."""
     from bot.evaluation import EvalInputError, evaluate, read_labelled, render_table
@@ -352,7 +366,7 @@ def eval_command(
         rows = read_labelled(file, config.route_names)
     except EvalInputError as exc:
         raise _fail(str(exc)) from None
-    report = _run(evaluate(settings, config, rows, (router.value if router else config.router.mode)))
+    report = _run(evaluate(settings, config, rows, (router.value if router else config.router.mode), sweep=sweep))
     if format is TableOrJson.json:
         sys.stdout.write(json.dumps(report.as_json(), ensure_ascii=False) + "\n")
     else:

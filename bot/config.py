@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from bot.errors import ConfigError
 from bot.vocabulary import RouterMode
 
+BUILT_IN_SOURCE = "<built-in default config>"
 ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -68,12 +69,18 @@ class RuleConfig(_Section):
 class RouterSection(_Section):
     mode: RouterMode = "hybrid"
     # Below it, hybrid mode asks the LLM.
-    confidence_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
+    confidence_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.78
+    # Hybrid mode also asks the LLM when the local severity detector gives a message it did not
+    # escalate at least this probability of needing a person now: a missed escalation costs most.
+    severity_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.08
     rules: list[RuleConfig] = []
     # Model used by the LLM router.
     model: str = "claude-haiku-4-5"
     # Train the local classifier on the shipped, attributed training set besides route examples.
     use_shipped_training_data: bool = True
+    # A team's own labelled messages ({"text", "route"} JSONL, e.g. from `triage --export-labels`);
+    # relative paths are read from the config file's folder.
+    training_files: list[str] = []
 
 
 class RouteConfig(_Section):
@@ -279,7 +286,7 @@ class Config(_Section):
     voting: VotingSection = VotingSection()
     llm: LLMSection = LLMSection()
     knowledge: KnowledgeSection = KnowledgeSection()
-    source: str = "<built-in default config>"
+    source: str = BUILT_IN_SOURCE
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Config:
@@ -306,6 +313,17 @@ class Config(_Section):
     @property
     def route_names(self) -> list[str]:
         return list(self.routes)
+
+    @property
+    def escalation_route(self) -> str | None:
+        """The route that pages a person (the first with `escalate = true`), if the config has one."""
+        return next((name for name, route in self.routes.items() if route.escalate), None)
+
+    @property
+    def training_paths(self) -> list[Path]:
+        """`[router] training_files`, relative ones resolved against the config file's folder."""
+        base = Path(self.source).parent if self.source != BUILT_IN_SOURCE else Path.cwd()
+        return [base / Path(name).expanduser() for name in self.router.training_files]
 
     def route(self, name: str) -> RouteConfig:
         return self.routes[name]
@@ -357,11 +375,24 @@ def parse_config(text: str, *, source: Path | None) -> Config:
         router = data.setdefault("router", {})
         if isinstance(router, dict) and "rules" not in router:
             router["rules"] = defaults["router"]["rules"]
-    data["source"] = str(source) if source is not None else "<built-in default config>"
+    data["source"] = str(source) if source is not None else BUILT_IN_SOURCE
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise _config_error(source, exc) from None
+    _check_training_files(config, source)
+    return config
+
+
+def _check_training_files(config: Config, source: Path | None) -> None:
+    """Refuse at start a training file the local tiers could not learn from, naming its line."""
+    from bot.router.training import TrainingFileError, read_training_file
+
+    for index, path in enumerate(config.training_paths):
+        try:
+            read_training_file(path, config.route_names)
+        except TrainingFileError as exc:
+            raise ConfigError(source, f"router.training_files.{index}", str(exc)) from None
 
 
 def _config_error(source: Path | None, exc: ValidationError) -> ConfigError:

@@ -1,5 +1,9 @@
 """Scoring a router on a labelled JSONL file: accuracy, macro-F1, per-route precision/recall/F1, confusion matrix.
 
+Whatever router is scored, the report also says what hybrid mode's local tiers (rules, then the topic and
+severity models) would get wrong *and* keep, without asking the LLM: the `deferral` at the configured
+threshold and, with `--sweep`, at others. Those confident errors are what no LLM behind them can fix.
+
 Labels must be configured routes: a line whose route the config does not define is an error naming
 its line, because a score against routes the router cannot answer would be meaningless. The router is
 built from the config and the shipped training data only (no reviewer corrections from the database):
@@ -22,10 +26,13 @@ from rich.table import Table
 
 from bot.config import Config
 from bot.llm.base import LLM, LLMRequest, LLMResponse
+from bot.router.base import RouteDecision
+from bot.router.hybrid import deferral
 from bot.settings import Settings
 
 ROUTER_MODES = ("rules", "local", "llm", "hybrid")
 CONCURRENCY = 8
+SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 class EvalInputError(Exception):
@@ -98,6 +105,49 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Deferral:
+    """What the rules and local models would decide alone at one threshold, and what they would get wrong."""
+
+    threshold: float
+    # Share of messages hybrid mode would send to the LLM (its LLM calls per message).
+    deferred_share: float
+    # Wrong and kept: no LLM behind the local tiers would see them.
+    confident_errors: int
+    # confident_errors over all messages: 1 - the accuracy of hybrid mode with an LLM that is always right.
+    confident_error_rate: float
+    # True escalations routed elsewhere without asking the LLM: the number to drive to zero.
+    escalations_missed_confidently: int
+    # Messages escalated (paging a person) without asking the LLM that should not have been.
+    false_escalations: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "deferred_share": round(self.deferred_share, 4),
+                "confident_errors": self.confident_errors,
+                "confident_error_rate": round(self.confident_error_rate, 4),
+                "escalations_missed_confidently": self.escalations_missed_confidently,
+                "false_escalations": self.false_escalations}
+
+
+def deferral_at(decisions: Sequence[tuple[str, RouteDecision]], threshold: float, *, severity_threshold: float,
+                escalation_route: str | None) -> Deferral:
+    """The `Deferral` of (true route, rules-or-local decision) pairs at `threshold`."""
+    deferred = confident_errors = missed = false_escalations = 0
+    for truth, decision in decisions:
+        if deferral(decision, threshold=threshold, severity_threshold=severity_threshold,
+                    escalation_route=escalation_route) is not None:
+            deferred += 1
+            continue
+        if decision.route != truth:
+            confident_errors += 1
+            missed += truth == escalation_route
+            false_escalations += decision.route == escalation_route
+    n = len(decisions)
+    return Deferral(threshold=threshold, deferred_share=deferred / n if n else 0.0,
+                    confident_errors=confident_errors, confident_error_rate=confident_errors / n if n else 0.0,
+                    escalations_missed_confidently=missed, false_escalations=false_escalations)
+
+
+@dataclass(frozen=True)
 class EvalReport:
     router: str
     n: int
@@ -111,6 +161,8 @@ class EvalReport:
     llm_provider: str
     decided_by: dict[str, int] = field(default_factory=dict)
     note: str | None = None
+    deferral: Deferral | None = None
+    sweep: tuple[Deferral, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -130,6 +182,8 @@ class EvalReport:
             "llm_provider": self.llm_provider,
             "decided_by": self.decided_by,
             "note": self.note,
+            "deferral": self.deferral.as_json() if self.deferral else None,
+            **({"sweep": [row.as_json() for row in self.sweep]} if self.sweep else {}),
         }
 
 
@@ -175,11 +229,20 @@ class CountingLLM:
 
 
 async def evaluate(settings: Settings, config: Config, rows: Sequence[Labelled], mode: str,
-                   *, concurrency: int = CONCURRENCY) -> EvalReport:
+                   *, concurrency: int = CONCURRENCY, sweep: bool = False) -> EvalReport:
+    from bot.router.hybrid import RulesThenLocal
     from bot.router.local import LocalRouter
+    from bot.router.rules import RulesRouter
     from bot.runtime import build_router, make_llm
 
     local = await asyncio.to_thread(LocalRouter.from_config, config)
+    first_tiers = RulesThenLocal(RulesRouter(config), local)
+    kept = [(row.route, await first_tiers.route(row.text)) for row in rows]
+
+    def at(threshold: float) -> Deferral:
+        return deferral_at(kept, threshold, severity_threshold=config.router.severity_threshold,
+                           escalation_route=config.escalation_route)
+
     llm = CountingLLM(make_llm(settings, config, local))
     router = build_router(config, llm, local, mode)
     limit = asyncio.Semaphore(concurrency)
@@ -208,6 +271,8 @@ async def evaluate(settings: Settings, config: Config, rows: Sequence[Labelled],
         confusion=confusion, llm_calls=llm.calls, seconds=seconds,
         llm_share=reached / len(outcomes) if outcomes else 0.0, llm_provider=llm.provider,
         decided_by=dict(Counter(o.decided_by for o in outcomes)), note=note,
+        deferral=at(config.router.confidence_threshold),
+        sweep=tuple(at(t) for t in sorted({*SWEEP_THRESHOLDS, config.router.confidence_threshold})) if sweep else (),
     )
 
 
@@ -248,6 +313,27 @@ def render_table(report: EvalReport, console: Console, *, source: str) -> None:
         matrix.add_row(truth, *(f"[bold]{row[p]}[/]" if p == truth else (str(row[p]) if row[p] else "[dim]·[/]")
                                 for p in labels))
     console.print(matrix)
+    if report.deferral is not None:
+        render_deferral(report, console)
+
+
+def render_deferral(report: EvalReport, console: Console) -> None:
+    """What the rules and local models would get wrong and keep, at the threshold and (with --sweep) others."""
+    console.print("[bold]deferral[/] (rules and local models alone, no LLM: what hybrid mode would send to the "
+                  "LLM, and the errors it would keep)", highlight=False)
+    table = Table()
+    for column in ("threshold", "sent to the LLM", "confidently wrong", "of all messages", "escalations missed",
+                   "false escalations", "accuracy if the LLM is always right"):
+        table.add_column(column, justify="right")
+    assert report.deferral is not None
+    for row in report.sweep or (report.deferral,):
+        mark = " *" if row.threshold == report.deferral.threshold else ""
+        table.add_row(f"{row.threshold:.2f}{mark}", f"{row.deferred_share:.1%}", str(row.confident_errors),
+                      f"{row.confident_error_rate:.1%}", str(row.escalations_missed_confidently),
+                      str(row.false_escalations), f"{1 - row.confident_error_rate:.1%}")
+    console.print(table)
+    if report.sweep:
+        console.print("* the configured [router] confidence_threshold", highlight=False, markup=False)
 
 
 async def export_corrections(settings: Settings, out: Path) -> int:

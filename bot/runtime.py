@@ -23,7 +23,7 @@ from bot.metrics import Metrics
 from bot.pipeline import Pipeline
 from bot.ports import ChatPort
 from bot.router.base import Router
-from bot.router.hybrid import HybridRouter
+from bot.router.hybrid import HybridRouter, RulesThenLocal
 from bot.router.llm import LLMRouter
 from bot.router.local import LabeledText, LocalRouter
 from bot.router.rules import RulesRouter
@@ -43,23 +43,11 @@ def build_router(config: Config, llm: LLM, local: LocalRouter, mode: str | None 
     if mode == "rules":
         return rules
     if mode == "local":
-        return _RulesThenLocal(rules, local)
+        return RulesThenLocal(rules, local)
     if mode == "llm":
         return LLMRouter(config, llm)
-    return HybridRouter(rules, local, LLMRouter(config, llm), config.router.confidence_threshold)
-
-
-class _RulesThenLocal:
-    """`local` mode still honours the configured rules: they encode must-escalate cases."""
-
-    name = "local"
-
-    def __init__(self, rules: RulesRouter, local: LocalRouter) -> None:
-        self._rules = rules
-        self._local = local
-
-    async def route(self, text, context=None):  # type: ignore[no-untyped-def]
-        return self._rules.match(text) or await self._local.route(text, context)
+    return HybridRouter(rules, local, LLMRouter(config, llm), config.router.confidence_threshold,
+                        config.router.severity_threshold)
 
 
 def make_llm(settings: Settings, config: Config, local: LocalRouter) -> LLM:

@@ -25,6 +25,7 @@ from rich.table import Table
 from bot.config import Config
 from bot.errors import LLMError, SupportbotError
 from bot.llm.base import LLM, BatchProgress, ChatMessage, LLMRequest, ToolSpec, batch_capable, quoted
+from bot.router.llm import escalation_criteria
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -70,6 +71,8 @@ class TriageOutcome:
     summary: str = ""
     themes: tuple[str, ...] = ()
     urgency: str | None = None
+    # Claude's probability that the route is right; None when the answer did not say.
+    confidence: float | None = None
     error: str | None = None
 
     @property
@@ -80,7 +83,8 @@ class TriageOutcome:
         item = self.item
         return {"index": item.index, "where": item.where, "text": item.text, "user": item.user,
                 "channel": item.channel, "ts": item.ts, "label": item.label, "route": self.route,
-                "summary": self.summary, "themes": list(self.themes), "urgency": self.urgency, "error": self.error}
+                "summary": self.summary, "themes": list(self.themes), "urgency": self.urgency,
+                "confidence": self.confidence, "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -264,8 +268,10 @@ def triage_tool(routes: Sequence[str]) -> ToolSpec:
                 "urgency": {"type": "string", "enum": list(URGENCIES),
                             "description": "high: angry, legal or regulator threats, security problems, work "
                             "blocked or money lost; normal: someone waiting for help; low: questions, feedback"},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1,
+                               "description": "probability that the route is right"},
             },
-            "required": ["route", "summary", "themes", "urgency"],
+            "required": ["route", "summary", "themes", "urgency", "confidence"],
         },
     )
 
@@ -280,6 +286,7 @@ def triage_system_prompt(config: Config) -> str:
     ]
     for name, route in config.routes.items():
         lines.append(f"- {name}: {route.description or route.persona}")
+    lines += ["", *escalation_criteria(config)]
     lines += ["", f"When nothing fits, use {config.fallback_route}. Themes are short lowercase noun phrases that "
               "would group similar messages together (\"double charge\", \"password reset\", \"api 401\")."]
     return "\n".join(lines)
@@ -305,14 +312,19 @@ class TriagePrompt:
         if isinstance(parsed, str):
             log.warning("triage_answer_invalid", where=item.where, problem=parsed, answer=str(answer)[:200])
             return TriageOutcome(item, error=f"bad_output: answer outside the schema ({parsed})")
-        route, summary, themes, urgency = parsed
-        return TriageOutcome(item, route=route, summary=summary, themes=themes, urgency=urgency)
+        route, summary, themes, urgency, confidence = parsed
+        return TriageOutcome(item, route=route, summary=summary, themes=themes, urgency=urgency,
+                             confidence=confidence)
 
 
 def parse_triage_answer(
     answer: Mapping[str, Any] | None, routes: Sequence[str]
-) -> tuple[str, str, tuple[str, ...], str] | str:
-    """(route, summary, themes, urgency) when the tool input fits the schema, else what is wrong."""
+) -> tuple[str, str, tuple[str, ...], str, float | None] | str:
+    """(route, summary, themes, urgency, confidence) when the tool input fits the schema, else what is wrong.
+
+    A missing confidence is no reason to lose the triage: it reads as None, and an exported label is
+    then flagged for review.
+    """
     if not isinstance(answer, Mapping):
         return "no tool input"
     route = answer.get("route")
@@ -327,8 +339,13 @@ def parse_triage_answer(
     urgency = answer.get("urgency")
     if not isinstance(urgency, str) or urgency.strip().lower() not in URGENCIES:
         return f"urgency {urgency!r} is not one of {', '.join(URGENCIES)}"
+    confidence = answer.get("confidence")
+    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, int | float)
+                                   or not 0.0 <= confidence <= 1.0):
+        return f"confidence {confidence!r} is not a number from 0 to 1"
     cleaned = tuple(dict.fromkeys(t for t in (normalize_theme(theme) for theme in themes) if t))[:MAX_THEMES]
-    return route.strip().lower(), " ".join(summary.split())[:300], cleaned, urgency.strip().lower()
+    return (route.strip().lower(), " ".join(summary.split())[:300], cleaned, urgency.strip().lower(),
+            None if confidence is None else float(confidence))
 
 
 def normalize_theme(theme: str) -> str:
@@ -487,6 +504,34 @@ def render_table(report: TriageReport, console: Console, *, limit: int = 20) -> 
         console.print(failures)
         if len(report.failures) > limit:
             console.print(f"[dim]… and {len(report.failures) - limit} more (use --format json)[/]")
+
+
+# --------------------------------------------------------------------------- labels for the local tiers
+
+
+def needs_review(outcome: TriageOutcome, config: Config) -> bool:
+    """Where Claude was unsure: a low or missing confidence, or an urgent message it did not escalate."""
+    if outcome.confidence is None or outcome.confidence < config.router.confidence_threshold:
+        return True
+    escalation = config.escalation_route
+    return escalation is not None and outcome.urgency == "high" and outcome.route != escalation
+
+
+def export_labels(report: TriageReport, config: Config, out: Path) -> tuple[int, int]:
+    """Write each triaged message as a training row for `[router] training_files`; (written, flagged)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = flagged = 0
+    with out.open("w", encoding="utf-8") as handle:
+        for outcome in report.outcomes:
+            if not outcome.ok or outcome.route is None:
+                continue
+            review = needs_review(outcome, config)
+            row = {"text": outcome.item.text, "route": outcome.route, "confidence": outcome.confidence,
+                   "review": review, "where": outcome.item.where}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written += 1
+            flagged += review
+    return written, flagged
 
 
 # --------------------------------------------------------------------------- the command

@@ -459,7 +459,9 @@ def _log_query(filters: LogFilter) -> Select[Any]:
     if filters.voted is not None:
         statement = statement.where(RouteDecision.voted.is_(filters.voted))
     if filters.confidence_below is not None:
-        statement = statement.where(RouteDecision.confidence < filters.confidence_below)
+        # The confidence a reviewer sees: a corrected decision is certain (1.0), as the rows show it.
+        effective_confidence = case((corrected.is_not(None), 1.0), else_=RouteDecision.confidence)
+        statement = statement.where(effective_confidence < filters.confidence_below)
     if filters.channel:
         statement = statement.where(Conversation.channel == filters.channel)
     if filters.user:

@@ -34,9 +34,15 @@ CANNED: dict[str, dict[str, Any]] = {
                      "ratio_median": 1.03, "ratio_max": 1.07, "goal": 1.15},
     "triage_throughput": {"n": 1000, "latency_ms": 200.0, "concurrency": 16, "seconds": 13.4,
                           "ideal_seconds": 12.5, "efficiency": 0.933, "failed": 0},
-    "hybrid_llm_share": {"n": 450, "configured_threshold": 0.7, "llm_share": 0.0267,
-                         "llm_calls_per_message": 0.0267, "in_training_data": 265,
-                         "unseen": {"n": 185, "llm_share": 0.0601}},
+    "hybrid_llm_share": {"configured_threshold": 0.75, "sets": {
+        "realistic": {"meets_goals": False, "configured": {
+            "threshold": 0.75, "n": 250, "accuracy": 0.988, "llm_calls_per_message": 0.264,
+            "escalations_kept_wrong": 1, "escalations": 50}},
+        "cicd": {"meets_goals": True, "configured": {
+            "threshold": 0.75, "n": 150, "accuracy": 0.9933, "llm_calls_per_message": 0.32,
+            "escalations_kept_wrong": 0, "escalations": 30}}}},
+    "router_learning_curve": {"n": 150, "labelled_to_reach_goals": 0, "curve": [
+        {"labelled": 0, "macro_f1": 0.894}, {"labelled": 50, "macro_f1": 0.914}]},
     "memory_rss": {"n": 500, "answered": 500, "complete": True, "idle_rss_mb": 161.3, "idle_hwm_mb": 161.3,
                    "loaded_rss_mb": 170.2, "loaded_hwm_mb": 171.0, "goal_idle_mb": 150.0},
     "storage_write": {"sqlite_msgs_per_s": 173.2, "postgres_msgs_per_s": None, "messages": 500, "writers": 8},
@@ -99,7 +105,7 @@ def test_goals_are_judged_from_the_numbers() -> None:
     fast = {**CANNED["pipeline_cpu"], "cpu_ms_per_message_mean": 4.2}
     assert _statuses("pipeline_cpu", fast)["per message, LLM excluded"] == PASS
     assert _statuses("pipeline_cpu_pg", CANNED["pipeline_cpu_pg"])["per message, LLM excluded"] == PASS
-    assert _statuses("router_latency", CANNED["router_latency"])["LocalRouter.route p99"] == PASS
+    assert _statuses("router_latency", CANNED["router_latency"])["rules + local models p99"] == PASS
     split_vote = {**CANNED["voting_ratio"], "ratio_median": 1.2}
     assert _statuses("voting_ratio", split_vote)["vote ÷ one call, median"] == FAIL
     assert _statuses("triage_throughput", CANNED["triage_throughput"])["wall time vs ideal"] == PASS
@@ -131,7 +137,12 @@ def test_values_carry_units_and_what_was_measured() -> None:
     assert rows[0].metric.startswith("msg/s vs limit start pacing (C/(k·L) = 32)")
     assert (rows[0].value, rows[0].status) == ("19.8 vs 20.0 (99%)", PASS)
     hybrid = run_all.summarize(_benchmark("hybrid_llm_share"), _run("hybrid_llm_share", CANNED["hybrid_llm_share"]))
-    assert [row.value for row in hybrid] == ["2.7% (0.027 LLM calls/msg)", "6.0%"]
+    assert [row.value for row in hybrid] == ["0.988 at 0.26 calls/msg; 1/50 escalations kept wrong",
+                                             "0.993 at 0.32 calls/msg; 0/30 escalations kept wrong"]
+    assert [row.status for row in hybrid] == [FAIL, PASS]
+    curve = run_all.summarize(_benchmark("router_learning_curve"),
+                              _run("router_learning_curve", CANNED["router_learning_curve"]))
+    assert [row.value for row in curve] == ["0.894 → 0.914", "0"]
     storage = run_all.summarize(_benchmark("storage_write"), _run("storage_write", CANNED["storage_write"]))
     assert [row.value for row in storage] == ["173 msgs/s", "n/a"]
     assert storage[1].status.startswith("skipped")
@@ -182,7 +193,7 @@ def test_a_saved_run_renders_again_and_an_error_sets_the_exit_status(
     results["runs"][0]["metrics"] = []  # rows are read again from the saved report
     saved.write_text(json.dumps(results))
     assert run_all.main(["--from-json", str(saved), "--markdown"]) == 0
-    assert "| local router | LocalRouter.route p50 (2250 routings) | 71 µs |" in capsys.readouterr().out
+    assert "| local router | rules + local models p50 (2250 routings) | 71 µs |" in capsys.readouterr().out
     saved.write_text(json.dumps(_results([_run("router_latency", error="exit 1: boom")])))
     assert run_all.main(["--from-json", str(saved)]) == 1
     assert "error: exit 1: boom" in capsys.readouterr().out
@@ -208,7 +219,7 @@ def test_the_cheapest_benchmark_runs_through_the_harness_in_quick_mode(tmp_path:
         [sys.executable, "-m", "benchmarks", "--quick", "--only", "router_latency", "--json", str(out), "--markdown"],
         cwd=REPO, capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr
-    assert "| local router | LocalRouter.route p50" in done.stdout
+    assert "| local router | rules + local models p50" in done.stdout
     saved = json.loads(out.read_text())
     [run] = saved["runs"]
     assert run["error"] is None and run["report"]["routed"] > 0

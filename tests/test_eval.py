@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bot.config import load_config
 from tests.test_logs_cli import _fill_and_correct
 from tests.web.conftest import CONVERSATIONS
 
@@ -115,3 +116,68 @@ def test_export_corrections_writes_text_route_lines(env: dict[str, str], tmp_pat
     # The export is itself a labelled file the router can be scored on.
     report = evaluate(env, "rules", out)
     assert report["n"] == 1 and report["per_route"]["billing"]["support"] == 1
+
+
+DEFERRAL = {"threshold", "deferred_share", "confident_errors", "confident_error_rate",
+            "escalations_missed_confidently", "false_escalations"}
+# A hand-counted file: what the rules and the local models keep, and get wrong, without any LLM.
+DEFERRAL_ROWS = [
+    ("I'm going to sue you", "escalate"),                               # rule, right
+    ("I'm going to sue you if this invoice is not fixed", "general"),   # rule, a false escalation
+    ("I was charged twice this month", "technical"),                    # confidently billing: wrong
+    ("where is my invoice for October?", "escalate"),                   # confidently billing: a missed escalation
+    ("how much is the enterprise plan?", "sales"),                      # confidently right
+    ("zqxv blorp frindle", "billing"),                                  # nothing known: sent to the LLM
+]
+
+
+def _deferral_file(tmp_path: Path) -> Path:
+    path = tmp_path / "deferral.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "route": r}) + "\n" for t, r in DEFERRAL_ROWS))
+    return path
+
+
+@pytest.mark.parametrize("router", ["rules", "local", "llm", "hybrid"])
+def test_deferral_says_what_the_local_tiers_keep_and_get_wrong_without_any_llm(
+    env: dict[str, str], tmp_path: Path, router: str
+) -> None:
+    report = evaluate(env, router, _deferral_file(tmp_path))
+
+    deferral = report["deferral"]
+    assert set(deferral) == DEFERRAL
+    assert deferral["threshold"] == load_config().router.confidence_threshold
+    assert deferral["deferred_share"] == pytest.approx(1 / 6, abs=1e-4)
+    assert deferral["confident_errors"] == 3
+    assert deferral["confident_error_rate"] == pytest.approx(3 / 6, abs=1e-4)
+    assert deferral["escalations_missed_confidently"] == 1
+    assert deferral["false_escalations"] == 1
+    assert "sweep" not in report
+
+
+def test_deferral_follows_the_configured_threshold(env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "supportbot.toml"
+    config.write_text("[router]\nconfidence_threshold = 1.0\n")
+    report = evaluate(env | {"SUPPORTBOT_CONFIG": str(config)}, "local", _deferral_file(tmp_path))
+
+    # Only the two rule decisions are kept; one of them is the false escalation.
+    assert report["deferral"]["threshold"] == 1.0
+    assert report["deferral"]["deferred_share"] == pytest.approx(4 / 6, abs=1e-4)
+    assert report["deferral"]["confident_errors"] == 1 and report["deferral"]["false_escalations"] == 1
+
+
+def test_sweep_shows_the_deferral_at_several_thresholds(env: dict[str, str], tmp_path: Path) -> None:
+    data = _deferral_file(tmp_path)
+    result = supportbot(env, "eval", str(data), "--router", "local", "--format", "json", "--sweep")
+    assert result.returncode == 0, result.stderr
+    sweep = json.loads(result.stdout)["sweep"]
+    configured = load_config().router.confidence_threshold
+    assert [row["threshold"] for row in sweep] == sorted({0.5, 0.6, 0.7, 0.8, 0.9, 0.95, configured})
+    assert all(set(row) == DEFERRAL for row in sweep)
+    shares = [row["deferred_share"] for row in sweep]
+    assert shares == sorted(shares)  # a higher threshold never sends fewer messages to the LLM
+
+    table = supportbot(env, "eval", str(data), "--router", "local", "--sweep")
+    assert table.returncode == 0, table.stderr
+    for text in ("deferral", "sent to the LLM", "confidently wrong", "escalations missed", "false escalations",
+                 "0.95", f"{configured:.2f} *", "the configured [router] confidence_threshold"):
+        assert text in table.stdout, text

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
+from bot.router.base import RoutingContext
 from storage import repositories as repo
 from storage.models import LLMCall
 from tests.builders import message
@@ -135,3 +136,82 @@ async def test_hybrid_keeps_the_local_guess_when_claude_fails_and_says_so(
     assert decision.decided_by == "hybrid" and decision.route == local_guess.route
     assert decision.confidence == local_guess.confidence and decision.llm_calls == 1
     assert "LLM router unavailable (bad_request)" in decision.reason and "kept the local guess" in decision.reason
+
+
+# ------------------------------------------------------------------ severity: its own axis
+
+
+async def test_claude_is_told_when_to_escalate_whatever_the_topic_and_sees_the_thread(
+    fake_anthropic: FakeAnthropicAPI, make_runtime: BuildRuntime
+) -> None:
+    runtime = await make_runtime(LLM_ROUTER)
+    fake_anthropic.on_tool("route_message", {"route": "escalate", "confidence": 0.9, "reason": "data exposure"})
+    context = RoutingContext(history=("the invoices page looks odd today",))
+    decision = await runtime.pipeline.router.route("now I can see invoices of a company I've never heard of",
+                                                   context)
+
+    assert decision.route == "escalate" and decision.decided_by == "llm"
+    [sent] = fake_anthropic.requests
+    system = sent.system_text
+    assert "Severity comes before topic: use escalate" in system
+    for criterion in ("data exposure", "physical safety", "production down", "legal or regulatory",
+                      "cancel or go public", "executives", "request for a person"):
+        assert criterion in system, criterion
+    assert "the invoices page looks odd today" in sent.last_user_text
+
+
+async def test_without_an_escalation_route_the_prompt_has_no_escalation_criteria(
+    fake_anthropic: FakeAnthropicAPI, make_runtime: BuildRuntime
+) -> None:
+    config = LLM_ROUTER + '[routes.escalate]\npersona = "coordinator"\nescalate = false\n'
+    runtime = await make_runtime(config)
+    fake_anthropic.on_tool("route_message", {"route": "general", "confidence": 0.9, "reason": "x"})
+    await runtime.pipeline.router.route("hello")
+
+    assert "Severity comes before topic" not in fake_anthropic.requests[0].system_text
+
+
+async def test_hybrid_asks_claude_when_severity_is_not_clearly_low_even_if_the_topic_is_sure(
+    fake_anthropic: FakeAnthropicAPI, make_runtime: BuildRuntime
+) -> None:
+    runtime = await make_runtime('[router]\nmode = "hybrid"\nconfidence_threshold = 0.0\nseverity_threshold = 0.0\n')
+    fake_anthropic.on_tool("route_message", {"route": "billing", "confidence": 0.95, "reason": "an invoice question"})
+    decision = await runtime.pipeline.router.route("why is my invoice higher this month?")
+
+    assert (decision.route, decision.decided_by) == ("billing", "llm")
+    assert "asked because the severity" in decision.reason and "is not clearly low" in decision.reason
+    assert len(fake_anthropic.requests_for(tool="route_message")) == 1
+
+
+async def test_a_confident_severity_overrides_the_topic_and_the_reason_keeps_the_topic(
+    fake_anthropic: FakeAnthropicAPI, make_runtime: BuildRuntime
+) -> None:
+    runtime = await make_runtime(HYBRID_NEVER_ASKS)
+    decision = await runtime.pipeline.router.route(
+        "the payroll run is down and 900 people won't get paid today, our CFO is asking for an update every "
+        "10 minutes")
+
+    assert (decision.route, decision.decided_by) == ("escalate", "local")
+    assert decision.reason.startswith("severity detector: escalate")
+    assert "overrode the topic technical" in decision.reason
+    assert fake_anthropic.requests == []
+
+
+async def test_an_escalation_rule_names_the_topic_it_overrode(make_runtime: BuildRuntime) -> None:
+    runtime = await make_runtime(HYBRID_NEVER_ASKS)
+    decision = await runtime.pipeline.router.route("refund me for the double charge or I'm going to sue you")
+
+    assert (decision.route, decision.decided_by) == ("escalate", "rules")
+    assert "rule 'legal-threat' matched" in decision.reason and "; topic billing" in decision.reason
+
+
+async def test_routes_are_data_a_config_without_an_escalation_route_still_routes(
+    fake_anthropic: FakeAnthropicAPI, make_runtime: BuildRuntime
+) -> None:
+    runtime = await make_runtime('[router]\nmode = "hybrid"\nrules = []\n'
+                                 '[routes.escalate]\npersona = "coordinator"\nescalate = false\n')
+    fake_anthropic.on_tool("route_message", {"route": "general", "confidence": 0.9, "reason": "x"})
+    decision = await runtime.pipeline.router.route("I was charged twice this month")
+
+    assert decision.route in runtime.config.routes
+    assert "severity" not in decision.reason

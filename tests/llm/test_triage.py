@@ -257,3 +257,58 @@ async def test_the_command_with_batch_uses_the_message_batches_api(tmp_path: Pat
     report = json.loads(stdout)
     assert report["mode"] == "batch" and report["triaged"] == 6 and report["failed"] == 2
     assert len(fake.batch_items) == 8 and fake.requests_for() == []
+
+
+# ------------------------------------------------------------------ labels for the local tiers
+
+
+def confident_triage(request: RecordedRequest) -> dict[str, Any] | Reply:
+    """`triage_answers` with Claude's confidence: unsure about the order, sure of the rest."""
+    answer = triage_answers(request)
+    if isinstance(answer, dict) and answer.get("route") != "refunds":
+        answer = {**answer, "confidence": 0.55 if "order" in request.last_user_text else 0.93}
+    return answer
+
+
+async def test_export_labels_writes_training_rows_and_flags_the_unsure_ones_for_review(
+    fake_anthropic: FakeAnthropicAPI, tmp_path: Path
+) -> None:
+    fake_anthropic.on_tool("triage_message", confident_triage)
+    file = write_jsonl(tmp_path / "backlog.jsonl", MESSAGES)
+    labels = tmp_path / "labels" / "team.jsonl"
+    env = cli_env(tmp_path, ANTHROPIC_API_KEY=DUMMY_KEY, ANTHROPIC_BASE_URL=fake_anthropic.url)
+    code, _, stderr = await run_cli(["triage", str(file), "--export-labels", str(labels)], env)
+
+    assert code == 0, stderr
+    assert "exported 6 labels" in stderr and "1 flagged for review" in stderr
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    # The two failed items have no label; every other message has one, in input order.
+    assert [row["text"] for row in rows] == [m["text"] for i, m in enumerate(MESSAGES) if i not in (4, 5)]
+    assert all(set(row) >= {"text", "route", "confidence", "review"} for row in rows)
+    by_text = {row["text"]: row for row in rows}
+    assert by_text["where is my order?"] == {**by_text["where is my order?"], "route": "general", "confidence": 0.55,
+                                             "review": True}
+    assert by_text["I was charged twice this month"]["review"] is False
+    sent = fake_anthropic.requests_for(tool="triage_message")[0]
+    assert "confidence" in (sent.schema_for("triage_message") or {})["required"]
+    assert "Severity comes before topic" in sent.system_text
+
+    # The export is a training file as it stands: flagged lines wait for review, the rest teach the router.
+    config_file = tmp_path / "labels" / "supportbot.toml"
+    config_file.write_text('[router]\ntraining_files = ["team.jsonl"]\n')
+    code, stdout, stderr = await run_cli(["eval", str(labels), "--router", "local", "--format", "json"],
+                                         env | {"SUPPORTBOT_CONFIG": str(config_file)})
+    assert code == 0, stderr
+    assert json.loads(stdout)["n"] == 6
+
+
+def test_offline_labels_carry_no_claude_confidence_so_every_one_awaits_review(tmp_path: Path) -> None:
+    file = write_jsonl(tmp_path / "backlog.jsonl", MESSAGES[:3])
+    labels = tmp_path / "labels.jsonl"
+    done = subprocess.run([*SUPPORTBOT, "triage", str(file), "--export-labels", str(labels)], capture_output=True,
+                          text=True, env=cli_env(tmp_path), timeout=120, check=False)
+
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    assert [row["text"] for row in rows] == [m["text"] for m in MESSAGES[:3]]
+    assert all(row["review"] is True and row["confidence"] is None for row in rows)

@@ -10,17 +10,11 @@ import pytest
 
 from bot.config import Config, load_config, parse_config
 from bot.router.base import RouteDecision
-from bot.router.local import (
-    HEAD_CHARS,
-    TAIL_CHARS,
-    LabeledText,
-    LocalClassifier,
-    LocalRouter,
-    Prediction,
-    normalize,
-    shipped_training_data,
-)
+from bot.router.features import HEAD_CHARS, TAIL_CHARS, normalize
+from bot.router.hybrid import RulesThenLocal, deferral
+from bot.router.local import LocalClassifier, LocalRouter, Prediction
 from bot.router.rules import RulesRouter
+from bot.router.training import LabeledText, shipped_training_data
 
 DEFAULT_ROUTES = {"billing", "technical", "sales", "escalate", "general"}
 
@@ -90,12 +84,15 @@ def test_clear_messages_reach_their_route_confidently(
 
 
 @pytest.mark.parametrize(("message", "expected"), LOOK_ALIKES)
-def test_innocent_look_alikes_are_not_escalated_by_rules_then_classifier(
+def test_innocent_look_alikes_are_never_escalated_without_asking_the_llm(
     config: Config, router: LocalRouter, message: str, expected: str
 ) -> None:
-    decision = RulesRouter(config).match(message) or route(router, message)
+    decision = asyncio.run(RulesThenLocal(RulesRouter(config), router).route(message))
+    asks_the_llm = deferral(decision, threshold=config.router.confidence_threshold,
+                            severity_threshold=config.router.severity_threshold, escalation_route="escalate")
 
-    assert decision.route == expected, decision.reason
+    assert decision.route == expected or asks_the_llm, decision.reason
+    assert decision.route != "escalate" or asks_the_llm, decision.reason
 
 
 def test_a_decision_says_who_decided_why_and_how_long_it_took(router: LocalRouter) -> None:
@@ -103,7 +100,8 @@ def test_a_decision_says_who_decided_why_and_how_long_it_took(router: LocalRoute
 
     assert router.name == "local"
     assert decision.decided_by == "local"
-    assert re.fullmatch(r"local classifier: billing \d\.\d\d \(next [a-z]+ \d\.\d\d\)", decision.reason)
+    assert re.fullmatch(r"local classifier: billing \d\.\d\d \(next [a-z]+ \d\.\d\d\); severity \d\.\d\d",
+                        decision.reason)
     assert set(decision.scores) == DEFAULT_ROUTES
     assert decision.scores["billing"] == pytest.approx(decision.confidence)
     assert decision.latency_ms > 0
@@ -291,14 +289,15 @@ def test_a_classifier_needs_routes() -> None:
 
 def test_shipped_training_data_is_attributed_and_never_contains_bitext() -> None:
     rows = shipped_training_data()
-    raw = (Path(__file__).parents[2] / "bot" / "router" / "data" / "training.jsonl").read_text("utf-8")
-    readme = (Path(__file__).parents[2] / "bot" / "router" / "data" / "README.md").read_text("utf-8")
+    folder = Path(__file__).parents[2] / "bot" / "router" / "data"
+    raw = "".join((folder / name).read_text("utf-8") for name in ("training.jsonl", "realistic.jsonl"))
+    readme = (folder / "README.md").read_text("utf-8")
 
-    assert len(rows) >= 1000
+    assert len(rows) >= 3000
     assert {row.route for row in rows} == DEFAULT_ROUTES
     assert "bitext" not in raw.lower()
     sources = set(re.findall(r'"source": "([^"]+)"', raw))
-    assert sources == {"supportbot", "banking77", "clinc150"}
+    assert sources == {"supportbot", "supportbot-realistic", "banking77", "clinc150"}
     assert "CC BY 4.0" in readme and "CC BY 3.0" in readme
 
 
@@ -309,3 +308,33 @@ def test_turning_off_the_shipped_data_trains_on_the_config_examples_alone() -> N
 
     assert route(router, "I was charged twice this month").route == "billing"
     assert route(router, "where is my order?").route == "general"
+
+
+def test_the_severity_axis_follows_whichever_route_escalates_whatever_its_name() -> None:
+    config = parse_config(
+        """
+        fallback_route = "questions"
+        [router]
+        use_shipped_training_data = false
+        [routes.orders]
+        persona = "order desk"
+        examples = ["where is my parcel", "can I change my delivery address", "my order arrived damaged"]
+        [routes.questions]
+        persona = "helpdesk"
+        examples = ["what are your opening hours", "do you have a shop in Leeds", "hello there"]
+        [routes.pager]
+        persona = "duty manager"
+        escalate = true
+        examples = ["the warehouse is flooding and the alarm is silent", "a stranger can see our customers' data",
+                    "our whole shop is down and we are losing sales"]
+        """,
+        source=None,
+    )
+    router = LocalRouter.from_config(config)
+
+    assert config.escalation_route == "pager" and router.classifier.escalation_route == "pager"
+    assert set(router.classifier.topic_routes) == {"orders", "questions"}
+    decision = route(router, "where is my parcel, it was due Monday")
+    assert decision.route == "orders" and set(decision.scores) == {"orders", "questions", "pager"}
+    assert decision.scores["pager"] < 0.5
+    assert "severity" in decision.reason

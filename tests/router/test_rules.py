@@ -52,6 +52,10 @@ THREATS = [
     ("this is the third time I'm writing about this", "complaint"),
     ("I have emailed you four times", "complaint"),
     ("still no reply from anyone", "complaint"),
+    ("third time I'm asking for this invoice", "complaint"),
+    ("I want to talk to a human about my refund, now", "wants-a-human"),
+    ("we will leave a bad review everywhere", "going-public"),
+    ("this is a GDPR violation", "regulator-or-police"),
 ]
 
 # Messages that mention lawyers, managers, humans, agents or complaints and want nothing of the sort.
@@ -90,6 +94,23 @@ LOOK_ALIKES = [
     "how do I set up escalation rules for my team",
     "I want to file an expense claim",
     "I got my card for the third time this year",
+    # A person from sales, an internal escalation, procurement talk, hypotheticals and policy questions.
+    "can i talk to a human sales rep about 500 seats?",
+    "could we talk to someone about enterprise pricing for 300 users",
+    "we'd love to speak with someone senior on your sales side about a multi-year deal",
+    "I need to escalate this internally, can you send a quote?",
+    "is there a way to talk to an agent in the chat widget after hours?",
+    "filing a complaint with our insurer, can you send the invoice copy",
+    "this is the third time we've bought extra seats this year, any volume discount?",
+    "I'll forward the DPA to our legal team for review",
+    "our lawyer will be in touch about the MSA redlines",
+    "what happens if my account is compromised?",
+    "do you offer account takeover protection?",
+    "what's your breach notification policy for our data?",
+    "we'll leave a review on G2, love the product",
+    "how do you handle a GDPR breach notification?",
+    "feature request: an 'escalate to supervisor' button",
+    "we want to write a case study, who do we talk to",
 ]
 
 
