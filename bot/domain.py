@@ -79,6 +79,41 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Document:
+    """A passage of the team's docs given to the model: untrusted text, quoted, cited by `source`."""
+
+    title: str
+    heading: str
+    source: str
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """What the docs say about a question: passages, best first, or nothing relevant (`missing`)."""
+
+    documents: tuple[Document, ...] = ()
+
+    @property
+    def missing(self) -> bool:
+        return not self.documents
+
+    @property
+    def citations(self) -> tuple[Citation, ...]:
+        """One citation per page, in rank order."""
+        seen: dict[str, Citation] = {}
+        for document in self.documents:
+            seen.setdefault(document.source, Citation(document.title, document.source))
+        return tuple(seen.values())
+
+    def as_record(self) -> list[dict[str, object]]:
+        """The passages as stored with the route decision (and shown by `logs` and the dashboard)."""
+        return [{"title": d.title, "source": d.source, "heading": d.heading, "score": round(d.score, 4)}
+                for d in self.documents]
+
+
+@dataclass(frozen=True)
 class Answer:
     """What the bot says in a thread, in Markdown; each chat adapter renders it its own way."""
 

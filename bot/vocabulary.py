@@ -39,8 +39,10 @@ class EscalationState(enum.StrEnum):
 
 OPEN_ESCALATION_STATES: tuple[EscalationState, ...] = (EscalationState.PAGED, EscalationState.ACKNOWLEDGED)
 
-# Why an escalation was opened.
-Trigger = Literal["route", "rule", "vote", "llm_failure", "user_request", "failure"]
+# Why an escalation was opened ("no_docs": the team's docs do not cover the question, [knowledge] on_missing).
+Trigger = Literal["route", "rule", "vote", "llm_failure", "user_request", "failure", "no_docs"]
+# What the knowledge base gave an answer: relevant passages, or nothing relevant (for a route that has docs).
+Grounding = Literal["documents", "missing"]
 # Which tier decided a route; a reviewer's correction shows as "correction".
 DecidedBy = Literal["rules", "local", "llm", "hybrid", "correction"]
 RouterMode = Literal["rules", "local", "llm", "hybrid"]

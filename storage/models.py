@@ -28,6 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from bot.vocabulary import (
     ConversationState,
     EscalationState,
+    Grounding,
     InboxStatus,
     Origin,
     Outcome,
@@ -161,6 +162,7 @@ class RouteDecision(Base):
         Index("ix_route_decisions_created", "created_at"),
         CheckConstraint(f"decided_by IN {DECISION_TIERS!r}", name="ck_route_decisions_decided_by"),
         check("outcome", Outcome, "route_decisions"),
+        check("grounding", Grounding, "route_decisions"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -181,6 +183,11 @@ class RouteDecision(Base):
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)
     voted: Mapped[bool] = mapped_column(Boolean, default=False)
     vote_agreement: Mapped[float | None] = mapped_column(Float)
+    # The knowledge the answer was grounded in: "documents" (the passages in `sources` were given to the
+    # model), "missing" (the route has docs, none were relevant), None (the route has no docs).
+    grounding: Mapped[str | None] = mapped_column(String(16))
+    # [{"title", "source", "score"}] of each passage given to the model, best first.
+    sources: Mapped[list[Any]] = mapped_column(default=list)
     # Receipt of the message to the reply or escalation being posted.
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime]

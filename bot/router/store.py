@@ -1,8 +1,9 @@
 """Trained local tiers kept on disk under the digest of what they learnt from, so that a restart does not train again.
 
 A file holds numpy arrays and JSON text only (read with `allow_pickle=False`): a stray or damaged file can at
-worst be ignored, never run. Files live in `~/.cache/supportbot/router/`, written whole and renamed into place;
-any problem reading or writing there just means training as if there were no store.
+worst be ignored, never run. Files live in `$XDG_CACHE_HOME/supportbot/router/` (by default under ~/.cache),
+written whole and renamed into place; any problem reading or writing there just means training as if there
+were no store.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ _KEEP = 8
 
 
 def store_dir() -> Path:
-    return Path.home() / ".cache" / "supportbot" / "router"
+    """`$XDG_CACHE_HOME/supportbot/router`, by default under ~/.cache."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "supportbot" / "router"
 
 
 def code_version() -> str:
