@@ -2,6 +2,7 @@
 
 One request, in order (HTTP at POST /slack/events, or a Socket Mode envelope):
 
+    guard (HTTP only, before anything is parsed): Slack's signature headers, their age, the signature
     Bolt: verify signature -> url_verification -> authorize -> ignore own events -> match listener
     listener (before the ack): read the event -> decide -> pipeline.accept (inbox row) -> queue the work
     ack: HTTP 200 written, or the envelope acknowledged over the WebSocket
@@ -40,8 +41,10 @@ from bot.escalation import ACK_ACTION, REQUEST_ACTION, RESOLVE_ACTION
 from bot.runtime import Runtime
 from bot.slack.blocks import parse_thread_key
 from bot.slack.events import ButtonPress, Skip, SlackPost, read_assistant_thread, read_button, read_post
+from bot.slack.guard import LogBudget, signature_problem
 from bot.slack.inbox import InboxWriter
 from bot.slack.transport import SlackChat, SlackSetupError
+from storage.models import parse_row_id
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +93,9 @@ class SlackBot:
         self._inbox = InboxWriter(runtime.pipeline)
         self._paced: deque[Callable[[], None]] = deque()
         self._pacer: asyncio.Task[None] | None = None
+        self._signing_secret = (signing_secret or "").encode("utf-8")
+        self._refusals = LogBudget()
+        # Bolt verifies the signature again: cheap, and the guard above it is then not the only check.
         self.bolt = AsyncApp(
             name="supportbot", client=chat.client, signing_secret=signing_secret or "",
             process_before_response=True, attaching_conversation_kwargs_enabled=False,
@@ -105,16 +111,20 @@ class SlackBot:
     # --- transports in ------------------------------------------------------------------------
 
     async def handle_http(self, request: web.Request) -> web.StreamResponse:
-        """POST /slack/events: Bolt answers (401 on a bad signature), then the queued work starts."""
+        """POST /slack/events: the guard, then Bolt answers, then the queued work starts."""
         started = time.perf_counter()
+        body = await request.read()  # at most client_max_size: a larger body is answered 413 here
+        problem = signature_problem(self._signing_secret, request.headers, body, now=time.time())
+        if problem is not None:
+            self._refusals.warning("slack_request_refused", status=401, reason=problem)
+            return web.json_response({"ok": False, "error": "invalid_request_signature"}, status=401)
         try:
             bolt_request = await to_bolt_request(request)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            # Bolt reads the body (and indexes into it) before checking the signature: a body that is not
-            # JSON or form data shaped like Slack's made it raise, which aiohttp answered with a 500.
-            return _unreadable(f"{type(exc).__name__}: the body is not a Slack request")
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+            # Signed, yet not a body Slack sends (Bolt reads and indexes into it before its own checks).
+            return self._unreadable(f"{type(exc).__name__}: the body is not a Slack request")
         if not isinstance(bolt_request.body.get("event", {}), dict):
-            return _unreadable("`event` is not an object")  # Bolt's middleware would fail on it with a 500
+            return self._unreadable("`event` is not an object")  # Bolt's middleware would fail on it with a 500
         queued: list[Callable[[], None]] = []
         token = _AFTER_ACK.set(queued)
         try:
@@ -194,9 +204,8 @@ class SlackBot:
     # --- after the ack --------------------------------------------------------------------------
 
     async def _escalation_button(self, press: ButtonPress) -> None:
-        try:
-            escalation_id = int(press.value)
-        except ValueError:
+        escalation_id = parse_row_id(press.value)
+        if escalation_id is None:
             await self._tell(press, NOT_FOUND.format(id=press.value[:20]))
             return
         escalations = self.runtime.escalations
@@ -289,6 +298,11 @@ class SlackBot:
         if not task.cancelled() and task.exception() is not None:
             log.error("slack_background_failed", error=repr(task.exception()))
 
+    def _unreadable(self, reason: str) -> web.Response:
+        """400 for a body Slack would never send; nothing is read from it or stored."""
+        self._refusals.warning("slack_request_refused", status=400, reason=reason)
+        return web.json_response({"ok": False, "error": "invalid_payload"}, status=400)
+
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Wait until button and assistant work started after acks is done (tests, shutdown)."""
         async with asyncio.timeout(timeout_s):
@@ -325,12 +339,6 @@ class SocketModeLink(AsyncSocketModeHandler):
         finally:
             _AFTER_ACK.reset(token)
             _start_all(queued)
-
-
-def _unreadable(reason: str) -> web.Response:
-    """400 for a body Slack would never send; nothing is read from it or stored."""
-    log.warning("slack_request_refused", reason=reason)
-    return web.json_response({"ok": False, "error": "invalid_payload"}, status=400)
 
 
 def _start_all(queued: list[Callable[[], None]]) -> None:

@@ -27,14 +27,16 @@ from bot.web.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
     DashboardAuth,
-    add_security_headers,
+    Refused,
+    dashboard_token,
     loopback_host,
     safe_next,
     same_origin,
 )
 from bot.web.stats import DashboardStats, build_stats, call_cost
+from bot.web.throttle import TokenThrottle
 from storage import repositories as repo
-from storage.models import RouteCorrection, RouteDecision
+from storage.models import RouteCorrection, RouteDecision, parse_row_id
 
 log = structlog.get_logger(__name__)
 
@@ -112,18 +114,13 @@ class Dashboard:
     # --- the gate ----------------------------------------------------------------------------------
 
     def guard(self, handler: Handler, *, page: bool) -> Handler:
-        """Authenticate, check CSRF on state changes, and add the security headers to whatever comes back."""
+        """Authenticate and check CSRF on state changes (every response gets the security headers anyway)."""
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                response = await self._enter(request, handler, page=page)
-            except web.HTTPException as exc:
-                add_security_headers(exc)
-                raise
+            response = await self._enter(request, handler, page=page)
             access = request.get(ACCESS_KEY)
             if access is not None and access.new_cookie is not None:
                 self.auth.set_session_cookie(request, response, access.new_cookie)
-            add_security_headers(response)
             return response
 
         return guarded
@@ -132,14 +129,11 @@ class Dashboard:
         if not self.auth.required and not loopback_host(request):
             return self.error(request, 403, "This dashboard has no SUPPORTBOT_DASHBOARD_TOKEN, so it only answers "
                                             "on 127.0.0.1 or localhost.", page=page)
-        access = self.auth.identify(request)
-        if access is None:
-            if page and request.method in ("GET", "HEAD"):
+        access = await self.auth.identify(request)
+        if isinstance(access, Refused):
+            if page and request.method in ("GET", "HEAD") and not access.tried_token:
                 raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/')}")
-            response = self.error(request, 401, "authentication required: log in, or send "
-                                                "Authorization: Bearer <SUPPORTBOT_DASHBOARD_TOKEN>", page=page)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="supportbot"'
-            return response
+            return self.refused(request, access, page=page)
         request[ACCESS_KEY] = access
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             refused = await self.auth.check_csrf(request, access)
@@ -147,6 +141,14 @@ class Dashboard:
                 log.warning("dashboard_csrf_refused", path=request.path, reason=refused)
                 return self.error(request, 403, refused, page=page)
         return await handler(request)
+
+    def refused(self, request: web.Request, refused: Refused, *, page: bool) -> web.Response:
+        response = self.error(request, refused.status, refused.message, page=page)
+        if refused.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="supportbot"'
+        if refused.retry_after_s is not None:
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+        return response
 
     # --- rendering ---------------------------------------------------------------------------------
 
@@ -218,10 +220,12 @@ def _duration(value: float | None) -> str:
 
 
 def add_dashboard_routes(app: web.Application, runtime: Runtime) -> None:
-    token = runtime.settings.supportbot_dashboard_token
+    token = dashboard_token(runtime.settings)
+    throttle = None if token is None else TokenThrottle(runtime.db, runtime.clock, token,
+                                                        runtime.settings.trusted_proxies)
     dashboard = Dashboard(
         runtime=runtime,
-        auth=DashboardAuth(token.get_secret_value().strip() if token is not None else None),
+        auth=DashboardAuth(token, throttle=throttle),
         templates=_environment(),
         retrainer=Retrainer(runtime),
         static=_load_static(),
@@ -303,18 +307,20 @@ async def _decisions(dashboard: Dashboard, request: web.Request) -> web.StreamRe
 
 
 async def _conversation(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    conversation_id = int(request.match_info["id"])
-    async with dashboard.runtime.db.sessions() as session:
-        review = await repo.conversation_review(session, conversation_id)
+    conversation_id = parse_row_id(request.match_info["id"])
+    review = None
+    if conversation_id is not None:
+        async with dashboard.runtime.db.sessions() as session:
+            review = await repo.conversation_review(session, conversation_id)
     if review is None:
-        return dashboard.error(request, 404, f"There is no conversation #{conversation_id}.", page=True)
+        return dashboard.error(request, 404, f"There is no conversation #{_shown_id(request)}.", page=True)
     prices = dashboard.runtime.config.llm.prices
     costs = {call.id: call_cost(call_fact(call), prices) for call in review.llm_calls}
     corrected = request.query.get("corrected")
     return dashboard.render(
         request, "conversation.html", review=review, thread=thread_view(review), costs=costs,
         routes=dashboard.routes, colors=dashboard.colors(), score_bars=charts.score_bars,
-        corrected=int(corrected) if corrected and corrected.isdigit() else None,
+        corrected=parse_row_id(corrected) if corrected else None,
         playground_link=dashboard.playground_enabled and review.conversation.source == "local",
     )
 
@@ -331,13 +337,16 @@ class CorrectionOutcome:
     new_route: str | None = None
 
 
-async def _correct(dashboard: Dashboard, decision_id: int, fields: Mapping[str, Any]) -> CorrectionOutcome:
+async def _correct(dashboard: Dashboard, request: web.Request, fields: Mapping[str, Any]) -> CorrectionOutcome:
+    decision_id = parse_row_id(request.match_info["id"])
     route = str(fields.get("route") or "").strip()
     reviewer = " ".join(str(fields.get("reviewer") or "").split())[:64] or REVIEWER_DEFAULT
     note = str(fields.get("note") or "").strip()[:2000]
     if route not in dashboard.routes:
         return CorrectionOutcome(400, f"{route!r} is not a configured route (use one of "
                                       f"{', '.join(dashboard.routes)})")
+    if decision_id is None:
+        return CorrectionOutcome(404, f"There is no routing decision #{_shown_id(request)}.")
     runtime = dashboard.runtime
     async with runtime.db.sessions.begin() as session:
         current = await repo.current_route(session, decision_id)
@@ -360,7 +369,7 @@ async def _correct(dashboard: Dashboard, decision_id: int, fields: Mapping[str, 
 
 async def _correct_form(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    outcome = await _correct(dashboard, int(request.match_info["id"]), form)
+    outcome = await _correct(dashboard, request, form)
     if outcome.status >= 400 or outcome.conversation_id is None:
         return dashboard.error(request, outcome.status, outcome.message, page=True)
     decision_id = request.match_info["id"]
@@ -374,11 +383,17 @@ async def _correct_api(dashboard: Dashboard, request: web.Request) -> web.Stream
         return web.json_response({"error": "send a JSON object like {\"route\": \"billing\"}"}, status=400)
     if not isinstance(body, dict):
         return web.json_response({"error": "send a JSON object like {\"route\": \"billing\"}"}, status=400)
-    outcome = await _correct(dashboard, int(request.match_info["id"]), body)
+    outcome = await _correct(dashboard, request, body)
     if outcome.status >= 400:
         return web.json_response({"error": outcome.message}, status=outcome.status)
-    return web.json_response({"decision_id": int(request.match_info["id"]), "old_route": outcome.old_route,
+    return web.json_response({"decision_id": parse_row_id(request.match_info["id"]), "old_route": outcome.old_route,
                               "route": outcome.new_route, "message": outcome.message}, status=outcome.status)
+
+
+def _shown_id(request: web.Request) -> str:
+    """The id as typed, cut short: an id that names no row is still quoted back, never at any length."""
+    raw = request.match_info["id"]
+    return raw if len(raw) <= 20 else raw[:20] + "…"
 
 
 # --- JSON ------------------------------------------------------------------------------------------------
@@ -403,11 +418,13 @@ async def _api_decisions(dashboard: Dashboard, request: web.Request) -> web.Stre
 
 
 async def _api_conversation(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    conversation_id = int(request.match_info["id"])
-    async with dashboard.runtime.db.sessions() as session:
-        review = await repo.conversation_review(session, conversation_id)
+    conversation_id = parse_row_id(request.match_info["id"])
+    review = None
+    if conversation_id is not None:
+        async with dashboard.runtime.db.sessions() as session:
+            review = await repo.conversation_review(session, conversation_id)
     if review is None:
-        return web.json_response({"error": f"there is no conversation #{conversation_id}"}, status=404)
+        return web.json_response({"error": f"there is no conversation #{_shown_id(request)}"}, status=404)
     prices = dashboard.runtime.config.llm.prices
     return web.json_response(review_json(review, {c.id: call_cost(call_fact(c), prices) for c in review.llm_calls}))
 
@@ -433,31 +450,27 @@ async def _login_page(dashboard: Dashboard, request: web.Request) -> web.StreamR
     target = safe_next(request.query.get("next"))
     if not dashboard.auth.required:
         raise web.HTTPSeeOther(target)
-    response = dashboard.render(request, "login.html", next=target, failed=False)
-    add_security_headers(response)
-    return response
+    return dashboard.render(request, "login.html", next=target, failed=None)
 
 
 async def _login(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
     auth = dashboard.auth
-    client = request.remote or "unknown"
     form = await request.post()
     target = safe_next(str(form.get("next") or "/"))
     if not auth.required:
         raise web.HTTPSeeOther(target)
     if not same_origin(request):
-        response = dashboard.error(request, 403, "the login form was posted from another site", page=True)
-    elif auth.login_blocked(client):
-        response = dashboard.error(request, 429, "too many failed logins: wait ten minutes", page=True)
-    elif auth.token_matches(str(form.get("token") or "")):
-        response = see_other(target)
-        auth.set_session_cookie(request, response, auth.new_session())
-        log.info("dashboard_login", client=client)
-    else:
-        auth.login_failed(client)
-        log.warning("dashboard_login_failed", client=client)
-        response = dashboard.render(request, "login.html", status=401, next=target, failed=True)
-    add_security_headers(response)
+        return dashboard.error(request, 403, "the login form was posted from another site", page=True)
+    refused = await auth.check_token(request, str(form.get("token") or ""))
+    if refused is not None:
+        response = dashboard.render(request, "login.html", status=refused.status, next=target,
+                                    failed=refused.message)
+        if refused.retry_after_s is not None:
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+        return response
+    response = see_other(target)
+    auth.set_session_cookie(request, response, auth.new_session())
+    log.info("dashboard_login", client=auth.throttle.client(request) if auth.throttle else request.remote)
     return response
 
 
@@ -472,8 +485,6 @@ async def _static(dashboard: Dashboard, request: web.Request) -> web.StreamRespo
     if found is None:
         raise web.HTTPNotFound()
     body, content_type = found
-    response = web.Response(body=body, content_type=content_type,
-                            charset="utf-8", headers={"Cache-Control": "public, max-age=300"})
-    add_security_headers(response, cache=True)
-    return response
+    return web.Response(body=body, content_type=content_type,
+                        charset="utf-8", headers={"Cache-Control": "public, max-age=300"})
 

@@ -19,7 +19,7 @@ from bot.local_chat import LocalChat, LocalPost
 from bot.web.dashboard import Dashboard
 from bot.web.review import decision_json, thread_view
 from storage import repositories as repo
-from storage.models import Escalation, InboundEvent
+from storage.models import Escalation, InboundEvent, parse_row_id
 
 log = structlog.get_logger(__name__)
 
@@ -261,7 +261,9 @@ async def _escalation_action(dashboard: Dashboard, request: web.Request) -> web.
     action = request.match_info["action"]
     if action not in ACTIONS:
         return web.json_response({"error": f"unknown action {action!r} (use acknowledge or resolve)"}, status=404)
-    escalation_id = int(request.match_info["id"])
+    escalation_id = parse_row_id(request.match_info["id"])
+    if escalation_id is None:
+        return web.json_response({"error": "there is no such escalation"}, status=404)
     user = oncall_user(dashboard)
     service = dashboard.runtime.escalations
     result = await (service.acknowledge if action == "acknowledge" else service.resolve)(escalation_id, user)

@@ -9,6 +9,7 @@ import gc
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from bot.errors import ConfigError, SupportbotError
 from bot.llm.base import LLM
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.web.security import dashboard_token, security_headers_on_every_response
 from storage import repositories as repo
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build_web_app(runtime: Runtime) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024)
+    app.on_response_prepare.append(security_headers_on_every_response)
     app[RUNTIME_KEY] = runtime
     app[DRAINING_KEY] = asyncio.Event()
     app.router.add_get("/healthz", healthz)
@@ -127,8 +130,12 @@ async def migrate_in_child_process(settings: Settings) -> None:
 async def start_server(
     settings: Settings, config: Config, *, host: str, port: int, clock: Clock | None = None,
     llm: LLM | None = None, instance_id: str | None = None, migrate_in_child: bool = False,
+    before_listening: Callable[[], None] | None = None,
 ) -> RunningServer:
-    """Build the runtime (with the Slack transport in http/socket mode) and start serving; `port=0` picks one."""
+    """Build the runtime (with the Slack transport in http/socket mode) and start serving; `port=0` picks one.
+
+    `before_listening` runs once everything is built and warmed up, just before the port opens."""
+    dashboard_token(settings)  # a blank or short token stops the start before anything is built
     mode = settings.run_mode
     if migrate_in_child:
         await migrate_in_child_process(settings)
@@ -157,6 +164,8 @@ async def start_server(
             raise
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    if before_listening is not None:
+        before_listening()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound_port = int(runner.addresses[0][1]) if port == 0 else port
@@ -187,8 +196,9 @@ def freeze_startup_objects() -> None:
 
 async def serve(settings: Settings, config: Config, *, host: str, port: int) -> None:
     """Run until SIGINT/SIGTERM, then stop taking work and drain in-flight messages."""
-    server = await start_server(settings, config, host=host, port=port, migrate_in_child=True)
-    freeze_startup_objects()
+    # Frozen before the port opens: a full collection (~0.5 s on a busy machine) must not hold up the first acks.
+    server = await start_server(settings, config, host=host, port=port, migrate_in_child=True,
+                                before_listening=freeze_startup_objects)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
