@@ -280,10 +280,16 @@ async def _overview(dashboard: Dashboard, request: web.Request) -> web.StreamRes
         "latency": charts.latency_bars("latency", "Latency percentiles", stats.latency),
         "cost": charts.cost_bars("cost-per-route", "Tokens and estimated cost per route", stats.usage, colors),
     }
-    return dashboard.render(request, "overview.html", form=form, stats=stats, charts=rendered, colors=colors,
+    return dashboard.render(request, "overview.html", _filter_status(form), form=form, stats=stats,
+                            charts=rendered, colors=colors,
                             routes=dashboard.routes, decided_by_values=DECIDED_BY,
                             min_agreement=dashboard.runtime.config.voting.min_agreement,
                             step_label="hour" if stats.buckets.step.total_seconds() < 86400 else "day")
+
+
+def _filter_status(form: FilterForm) -> int:
+    """A page with a bad filter still shows (the errors above the list, the bad values left out), as a 400."""
+    return 400 if form.errors else 200
 
 
 async def _stats(dashboard: Dashboard, form: FilterForm) -> DashboardStats:
@@ -302,7 +308,8 @@ async def _decisions(dashboard: Dashboard, request: web.Request) -> web.StreamRe
         rows = await repo.query_logs(session, form.filters)
         total = await repo.count_logs(session, form.filters)
     pages = max(1, math.ceil(total / form.page_size))
-    return dashboard.render(request, "decisions.html", form=form, rows=rows, total=total, pages=pages,
+    return dashboard.render(request, "decisions.html", _filter_status(form), form=form, rows=rows, total=total,
+                            pages=pages,
                             routes=dashboard.routes, decided_by_values=DECIDED_BY, colors=dashboard.colors())
 
 
