@@ -11,7 +11,7 @@ One request, in order (HTTP at POST /slack/events, or a Socket Mode envelope):
 `process_before_response=True` is what makes Bolt run the listener before it answers; the listener only
 touches the database, so the ack still leaves in milliseconds whatever the LLM does. Inbox writes of
 concurrent requests share a transaction (bot.slack.inbox). Work queued while a request is being answered is
-started once the answer is out (see `_AFTER_ACK`).
+started once the answer is out (see `AFTER_ACK`).
 """
 
 from __future__ import annotations
@@ -23,18 +23,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import structlog
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.response import BoltResponse
-from slack_sdk.socket_mode.aiohttp import SocketModeClient
-from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.errors import TransportError
 from bot.escalation import ACK_ACTION, REQUEST_ACTION, RESOLVE_ACTION
@@ -45,6 +42,9 @@ from bot.slack.guard import LogBudget, signature_problem
 from bot.slack.inbox import InboxWriter
 from bot.slack.transport import SlackChat, SlackSetupError
 from storage.models import parse_row_id
+
+if TYPE_CHECKING:
+    from bot.slack.socket_mode import SocketModeLink
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,7 @@ class _ClientTokenWarning(logging.Filter):
 logging.getLogger("slack_bolt.AsyncApp").addFilter(_ClientTokenWarning())
 
 # Work queued by a listener while its request is being answered; started once the ack is out.
-_AFTER_ACK: ContextVar[list[Callable[[], None]] | None] = ContextVar("supportbot_after_ack", default=None)
+AFTER_ACK: ContextVar[list[Callable[[], None]] | None] = ContextVar("supportbot_after_ack", default=None)
 
 
 class SlackBot:
@@ -126,11 +126,11 @@ class SlackBot:
         if not isinstance(bolt_request.body.get("event", {}), dict):
             return self._unreadable("`event` is not an object")  # Bolt's middleware would fail on it with a 500
         queued: list[Callable[[], None]] = []
-        token = _AFTER_ACK.set(queued)
+        token = AFTER_ACK.set(queued)
         try:
             bolt_response = await self.bolt.async_dispatch(bolt_request)
         finally:
-            _AFTER_ACK.reset(token)
+            AFTER_ACK.reset(token)
         kind = bolt_request.body.get("type")
         if bolt_response.status == 404 and kind in ("event_callback", "app_rate_limited"):
             # Signed (Bolt answers 401 before 404) but nothing here listens for it: ack it, or Slack retries
@@ -145,7 +145,7 @@ class SlackBot:
             self.runtime.metrics.ack_latency.observe(time.perf_counter() - started)
             return response
         finally:
-            _start_all(queued)
+            start_all(queued)
 
     # --- listeners (run before the ack: database only, no Slack calls, no LLM) ---------------------
 
@@ -267,7 +267,7 @@ class SlackBot:
     # --- plumbing -------------------------------------------------------------------------------
 
     def _after_ack(self, start: Callable[[], None]) -> None:
-        queued = _AFTER_ACK.get()
+        queued = AFTER_ACK.get()
         if queued is None:
             start()  # dispatched by someone else (a test calling Bolt directly): nothing to wait for
         else:
@@ -284,7 +284,7 @@ class SlackBot:
 
     async def _start_paced(self) -> None:
         while self._paced:
-            _start_all([self._paced.popleft()])
+            start_all([self._paced.popleft()])
             if self._paced:
                 await asyncio.sleep(PROCESSING_START_INTERVAL_S)
 
@@ -322,26 +322,7 @@ class SlackBot:
             task.cancel()
 
 
-class SocketModeLink(AsyncSocketModeHandler):
-    """Bolt's aiohttp Socket Mode handler, with the ack timed and queued work started after it."""
-
-    def __init__(self, bot: SlackBot, app_token: str) -> None:
-        super().__init__(bot.bolt, app_token, web_client=bot.chat.client)
-        self._bot = bot
-
-    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
-        started = time.perf_counter()
-        queued: list[Callable[[], None]] = []
-        token = _AFTER_ACK.set(queued)
-        try:
-            await super().handle(client, req)  # Bolt runs the listener, then the envelope is acknowledged
-            self._bot.runtime.metrics.ack_latency.observe(time.perf_counter() - started)
-        finally:
-            _AFTER_ACK.reset(token)
-            _start_all(queued)
-
-
-def _start_all(queued: list[Callable[[], None]]) -> None:
+def start_all(queued: list[Callable[[], None]]) -> None:
     for start in queued:
         try:
             start()
@@ -360,6 +341,8 @@ async def attach_slack(app: web.Application, runtime: Runtime) -> SlackBot:
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     bot = SlackBot(runtime, chat, signing_secret=secret)
     if settings.run_mode == "socket":
+        from bot.slack.socket_mode import SocketModeLink  # its client and handler are not needed in HTTP mode
+
         assert settings.slack_app_token is not None
         bot.socket = SocketModeLink(bot, settings.slack_app_token.get_secret_value())
         await bot.socket.connect_async()  # type: ignore[no-untyped-call]

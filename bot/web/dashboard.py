@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import jinja2
 import structlog
 from aiohttp import web
 
@@ -37,6 +37,9 @@ from bot.web.stats import DashboardStats, build_stats, call_cost
 from bot.web.throttle import TokenThrottle
 from storage import repositories as repo
 from storage.models import RouteCorrection, RouteDecision, parse_row_id
+
+if TYPE_CHECKING:
+    import jinja2
 
 log = structlog.get_logger(__name__)
 
@@ -97,9 +100,14 @@ class Retrainer:
 class Dashboard:
     runtime: Runtime
     auth: DashboardAuth
-    templates: jinja2.Environment
     retrainer: Retrainer
     static: dict[str, tuple[bytes, str]]
+
+    @functools.cached_property
+    def templates(self) -> jinja2.Environment:
+        """Made on the first page: a bot nobody looks at does not hold jinja2 (about 2 MB). Its templates
+        are compiled on first use either way."""
+        return _environment()
 
     @property
     def playground_enabled(self) -> bool:
@@ -193,6 +201,8 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("bot.web", "templates"),
         # Every Slack message is untrusted: escape everything, always.
@@ -226,7 +236,6 @@ def add_dashboard_routes(app: web.Application, runtime: Runtime) -> None:
     dashboard = Dashboard(
         runtime=runtime,
         auth=DashboardAuth(token, throttle=throttle),
-        templates=_environment(),
         retrainer=Retrainer(runtime),
         static=_load_static(),
     )

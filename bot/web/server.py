@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import gc
 import os
+import platform
 import signal
 import sys
 from collections.abc import Callable
@@ -164,6 +165,9 @@ async def start_server(
             raise
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    # The default executor starts its first thread on first use, and the loop waits for it to start: the
+    # first DNS lookup and the Anthropic SDK's first request (it resolves the platform in a thread) both do.
+    await asyncio.to_thread(platform.uname)
     if before_listening is not None:
         before_listening()
     site = web.TCPSite(runner, host, port)
