@@ -26,10 +26,9 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,28 +61,6 @@ class SleepingLLM:
     async def complete(self, request: LLMRequest) -> LLMResponse:
         await asyncio.sleep(self._seconds)
         return await self._inner.complete(request)
-
-
-@contextmanager
-def fake_slack_in_thread() -> Iterator[FakeSlackAPI]:
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    fake = FakeSlackAPI()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(fake.start())
-        ready.set()
-        loop.run_forever()
-
-    threading.Thread(target=serve, name="fake-slack", daemon=True).start()
-    if not ready.wait(10):
-        raise RuntimeError("the fake Slack API did not start")
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
 
 
 # --- the senders (a separate process) ---------------------------------------------------------------
@@ -210,10 +187,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "bot": config.bot.model_copy(update={"support_channels": [CHANNEL]}),
         "escalation": config.escalation.model_copy(update={"channel": "C0PAGES", "oncall": ["U0ONCALL"]}),
     })
-    with tempfile.TemporaryDirectory() as tmp, fake_slack_in_thread() as fake:
+    with tempfile.TemporaryDirectory() as tmp, fake_slack() as slack:
         async with _database(args.database_url, Path(tmp)) as database_url:
-            sent, in_flight = await _serve_and_send(args, config, fake, database_url)
-            replies = len(fake.successful_calls_to("chat.postMessage"))
+            sent, in_flight = await _serve_and_send(args, config, slack.fake, database_url)
+            replies = slack.replies()
     return {
         "start": "warm", "concurrency": args.concurrency, "llm_seconds": args.llm_seconds,
         "retry_ratio": args.retry_ratio, "database": database_url.split(":", 1)[0], **_summary(sent),
@@ -247,9 +224,8 @@ async def _serve_and_send(
     settings = Settings(database_url=database_url, slack_bot_token="xoxb-bench",  # type: ignore[arg-type]
                         slack_signing_secret=sp.SIGNING_SECRET,  # type: ignore[arg-type]
                         slack_api_url=fake.url)
-    server = await start_server(settings, config, host="127.0.0.1", port=0,
-                                llm=SleepingLLM(config, args.llm_seconds), instance_id="bench")
-    freeze_startup_objects()  # as `supportbot serve` does
+    server = await start_server(settings, config, host="127.0.0.1", port=0, llm=SleepingLLM(config, args.llm_seconds),
+                                instance_id="bench", before_listening=freeze_startup_objects)  # as `serve` does
     try:
         sent = await run_senders(f"{server.url}/slack/events", args, channel=CHANNEL, warmup=True)
         from storage import repositories as repo
