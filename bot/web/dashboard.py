@@ -392,12 +392,18 @@ async def _correct_form(dashboard: Dashboard, request: web.Request) -> web.Strea
     raise web.HTTPSeeOther(f"/conversations/{outcome.conversation_id}?corrected={decision_id}#decision-{decision_id}")
 
 
-async def _correct_api(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+async def json_object(request: web.Request) -> dict[str, Any] | None:
+    """The request's body as a JSON object, or None when it is not one (not JSON, nested too deep, a list)."""
     try:
         body = await request.json()
-    except ValueError:
-        return web.json_response({"error": "send a JSON object like {\"route\": \"billing\"}"}, status=400)
-    if not isinstance(body, dict):
+    except (ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _correct_api(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    body = await json_object(request)
+    if body is None:
         return web.json_response({"error": "send a JSON object like {\"route\": \"billing\"}"}, status=400)
     outcome = await _correct(dashboard, request, body)
     if outcome.status >= 400:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bot.domain import InboundMessage
 from bot.local_chat import LocalChat, LocalPost
-from bot.web.dashboard import Dashboard
+from bot.web.dashboard import Dashboard, json_object
 from bot.web.review import decision_json, thread_view
 from storage import repositories as repo
 from storage.models import Escalation, InboundEvent, parse_row_id
@@ -29,6 +29,8 @@ CUSTOMER_USER = "UCUSTOMER"
 FALLBACK_ONCALL_USER = "UONCALL"
 MAX_TEXT = 4000
 ACTIONS = ("acknowledge", "resolve")
+# A thread is named by its first message's ts, as LocalChat.next_ts makes them ("1700000000.000001").
+THREAD_TS = re.compile(r"\d{1,12}\.\d{1,9}")
 
 
 def add_playground_routes(app: web.Application, dashboard: Dashboard) -> None:
@@ -204,13 +206,21 @@ def _escalation(chat: LocalChat, escalation: Escalation, thread_ts: str | None) 
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text='{"error": "send a JSON object"}', content_type="application/json") from None
-    if not isinstance(body, dict):
+    body = await json_object(request)
+    if body is None:
         raise web.HTTPBadRequest(text='{"error": "send a JSON object"}', content_type="application/json")
     return body
+
+
+def _thread_ts(body: dict[str, Any]) -> str | None:
+    """The thread named in the body, None for a new one; a value no thread could have is a 400."""
+    value = body.get("thread_ts")
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not THREAD_TS.fullmatch(value):
+        raise web.HTTPBadRequest(text='{"error": "thread_ts is not the ts of a thread"}',
+                                 content_type="application/json")
+    return value
 
 
 def _text(body: dict[str, Any]) -> str | web.Response:
@@ -229,7 +239,7 @@ async def _send(dashboard: Dashboard, request: web.Request) -> web.StreamRespons
     text = _text(body)
     if isinstance(text, web.Response):
         return text
-    thread_ts = str(body.get("thread_ts") or "") or None
+    thread_ts = _thread_ts(body)
     ts = chat.next_ts()
     msg = InboundMessage(source="local", team=chat.team, channel=PLAYGROUND_CHANNEL, user=CUSTOMER_USER, text=text,
                          ts=ts, event_id=f"local-{ts}", thread_ts=thread_ts)
@@ -247,7 +257,9 @@ async def _staff_reply(dashboard: Dashboard, request: web.Request) -> web.Stream
     text = _text(body)
     if isinstance(text, web.Response):
         return text
-    thread_ts = str(body.get("thread_ts") or "")
+    thread_ts = _thread_ts(body)
+    if thread_ts is None:
+        return web.json_response({"error": "say which thread to reply in (thread_ts)"}, status=400)
     user = oncall_user(dashboard)
     recorded = await dashboard.runtime.pipeline.record_staff_message(
         team=chat.team, channel=PLAYGROUND_CHANNEL, thread_ts=thread_ts, user=user, text=text, ts=chat.next_ts())

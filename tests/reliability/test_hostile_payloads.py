@@ -312,9 +312,9 @@ HUGE = "99999999999999999999999"
 
 
 @pytest.fixture
-async def dashboard(sqlite_url: str, config: Config) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+async def dashboard(database_url: str, config: Config) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
     """`supportbot serve` in local mode on loopback (no token), with one answered conversation."""
-    server = await start_server(Settings(database_url=sqlite_url), config, host="127.0.0.1", port=0,
+    server = await start_server(Settings(database_url=database_url), config, host="127.0.0.1", port=0,
                                 instance_id="dashboard-1")
     try:
         await server.runtime.pipeline.handle(InboundMessage(
@@ -350,6 +350,17 @@ DASHBOARD_REQUESTS = [  # method, path, expected status
 ]
 
 
+DASHBOARD_BODIES = [  # path, body, expected status
+    ("/api/decisions/1/correction", nested(100_000), 400),
+    ("/api/decisions/1/correction", b"[]", 400),
+    ("/api/playground/messages", nested(100_000), 400),
+    ("/api/playground/messages", b'{"text": "x", "thread_ts": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400),
+    ("/api/playground/messages", b'{"text": "x", "thread_ts": "' + b"9" * 100 + b'"}', 400),
+    ("/api/playground/messages", b'{"text": "x", "thread_ts": 1700000000.1}', 400),
+    ("/api/playground/staff-replies", b'{"text": "x", "thread_ts": "' + b"1." * 500 + b'"}', 400),
+]
+
+
 async def test_hostile_dashboard_requests_get_a_clear_4xx_and_nothing_is_stored(
     dashboard: tuple[str, aiohttp.ClientSession],
 ) -> None:
@@ -357,8 +368,12 @@ async def test_hostile_dashboard_requests_get_a_clear_4xx_and_nothing_is_stored(
     async with http.get(f"{url}/decisions") as page:
         html = await page.text()
         csrf = html.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "application/json"}
+    for path, body, expected in DASHBOARD_BODIES:
+        async with http.post(url + path, data=body, headers=headers) as response:
+            text = await response.text()
+            assert response.status == expected, f"POST {path} {body[:30]!r}: {response.status} {text[:200]}"
     for method, path, expected in DASHBOARD_REQUESTS:
-        headers = {"X-CSRF-Token": csrf}
         async with http.request(method, url + path, json={"route": "sales"}, headers=headers) as response:
             text = await response.text()
             assert response.status == expected, f"{method} {path[:60]}: {response.status} {text[:200]}"
@@ -366,6 +381,8 @@ async def test_hostile_dashboard_requests_get_a_clear_4xx_and_nothing_is_stored(
     async with http.get(f"{url}/api/decisions") as response:
         [decision] = (await response.json())["decisions"]
     assert decision["route"] == decision["original_route"]  # no correction was stored
+    async with http.get(f"{url}/api/playground/state") as response:
+        assert (await response.json())["threads"] == []  # and no playground message
     async with http.get(f"{url}/api/decisions?limit={HUGE}") as response:
         assert response.status == 200 and (await response.json())["limit"] == 500
 
