@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.errors import TransportError
@@ -40,7 +42,7 @@ from bot.slack.blocks import parse_thread_key
 from bot.slack.events import ButtonPress, Skip, SlackPost, read_assistant_thread, read_button, read_post
 from bot.slack.guard import LogBudget, signature_problem
 from bot.slack.inbox import InboxWriter
-from bot.slack.transport import SlackChat, SlackSetupError
+from bot.slack.transport import BotIdentity, SlackChat, SlackSetupError
 from storage.models import parse_row_id
 
 if TYPE_CHECKING:
@@ -146,6 +148,18 @@ class SlackBot:
             return response
         finally:
             start_all(queued)
+
+    async def warm_up(self, identity: BotIdentity) -> None:
+        """Send one event that needs no work through Bolt before the port opens.
+
+        Bolt's authorization asks Slack's auth.test on the first request it sees and keeps the answer; until
+        that answer came back, every request of a first burst asked again, and each ack waited for Slack.
+        Bolt's listener matching and argument injection also do their first-use work here."""
+        body = {"type": "event_callback", "team_id": identity.team_id, "event_id": "supportbot-warm-up",
+                "event": {"type": "assistant_thread_context_changed", "assistant_thread": {}}}
+        # Socket Mode's form: no signature to make up; the middleware after it is the same.
+        response = await self.bolt.async_dispatch(AsyncBoltRequest(body=json.dumps(body), mode="socket_mode"))
+        log.debug("slack_warmed_up", status=response.status)
 
     # --- listeners (run before the ack: database only, no Slack calls, no LLM) ---------------------
 
@@ -337,9 +351,11 @@ async def attach_slack(app: web.Application, runtime: Runtime) -> SlackBot:
         raise SlackSetupError("the runtime was built without the Slack transport (build it with "
                               "chat=await open_slack_chat(settings, config))")
     settings = runtime.settings
-    await _check_token(chat)
+    identity = await _check_token(chat)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     bot = SlackBot(runtime, chat, signing_secret=secret)
+    if identity is not None:
+        await bot.warm_up(identity)
     if settings.run_mode == "socket":
         from bot.slack.socket_mode import SocketModeLink  # its client and handler are not needed in HTTP mode
 
@@ -353,8 +369,8 @@ async def attach_slack(app: web.Application, runtime: Runtime) -> SlackBot:
     return bot
 
 
-async def _check_token(chat: SlackChat) -> None:
-    """Refuse to start with a token Slack rejects; start anyway when Slack is only unreachable."""
+async def _check_token(chat: SlackChat) -> BotIdentity | None:
+    """Refuse to start with a token Slack rejects; start anyway (None) when Slack is only unreachable."""
     try:
         identity = await chat.identity()
     except TransportError as exc:
@@ -362,6 +378,7 @@ async def _check_token(chat: SlackChat) -> None:
             raise SlackSetupError(f"Slack refused SLACK_BOT_TOKEN ({exc}); copy the Bot User OAuth Token "
                                   "(xoxb-...) from the app's OAuth & Permissions page") from exc
         log.warning("slack_unreachable_at_start", error=str(exc))
-        return
+        return None
     log.info("slack_identity", bot_user=identity.user_id, team=identity.team_id)
+    return identity
 
