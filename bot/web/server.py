@@ -7,12 +7,13 @@ import contextlib
 import ctypes
 import gc
 import os
+import pickle
 import platform
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 from aiohttp import web
@@ -22,10 +23,12 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.errors import ConfigError, SupportbotError
 from bot.llm.base import LLM
-from bot.runtime import Runtime, build_runtime
+from bot.router.local import LocalRouter
+from bot.runtime import Runtime, build_runtime, training_corrections
 from bot.settings import Settings
 from bot.web.security import dashboard_token, security_headers_on_every_response
 from storage import repositories as repo
+from storage.engine import open_database
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -114,39 +117,62 @@ class RunningServer:
         await self.runner.cleanup()
 
 
-async def migrate_in_child_process(settings: Settings) -> None:
-    """`supportbot db upgrade` in a child process: Alembic's ~10 MB of modules never load into the server."""
+async def _child(settings: Settings, what: str, *module_and_args: str, stdin: bytes | None = None) -> bytes:
+    """Run `python -m module args` with the server's environment; its stdout, or a SupportbotError saying why."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "db", "upgrade",
-        env={**os.environ, "DATABASE_URL": settings.database_url},
+        sys.executable, "-m", *module_and_args, env={**os.environ, "DATABASE_URL": settings.database_url},
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    _, stderr = await process.communicate()
+    stdout, stderr = await process.communicate(stdin)
     if process.returncode != 0:
         lines = stderr.decode(errors="replace").strip().splitlines()
         detail = lines[-1].removeprefix("error: ").removeprefix("migration failed: ") if lines else "no output"
-        raise SupportbotError(f"database migration failed: {detail}")
+        raise SupportbotError(f"{what} failed: {detail}")
+    return stdout
+
+
+async def migrate_in_child_process(settings: Settings) -> None:
+    """`supportbot db upgrade` in a child process: Alembic's ~10 MB of modules never load into the server."""
+    await _child(settings, "database migration", "bot.cli", "db", "upgrade")
+
+
+async def train_in_child_process(settings: Settings, config: Config) -> LocalRouter:
+    """The local router trained in a child process (bot.router.train): the memory training leaves behind
+    stays there, and the server receives the model alone."""
+    db = open_database(settings.database_url)
+    try:
+        corrections = await training_corrections(db, config)
+    finally:
+        await db.dispose()
+    trained = await _child(settings, "training the local router", "bot.router.train",
+                           stdin=pickle.dumps((config, corrections)))
+    return cast(LocalRouter, pickle.loads(trained))
 
 
 async def start_server(
     settings: Settings, config: Config, *, host: str, port: int, clock: Clock | None = None,
-    llm: LLM | None = None, instance_id: str | None = None, migrate_in_child: bool = False,
+    llm: LLM | None = None, instance_id: str | None = None, in_children: bool = False,
     before_listening: Callable[[], None] | None = None,
 ) -> RunningServer:
     """Build the runtime (with the Slack transport in http/socket mode) and start serving; `port=0` picks one.
 
-    `before_listening` runs once everything is built and warmed up, just before the port opens."""
+    With `in_children` the migrations and the local router's training run in child processes (what they
+    load or leave behind never weighs on the server); `before_listening` runs once everything is built and
+    warmed up, just before the port opens."""
     dashboard_token(settings)  # a blank or short token stops the start before anything is built
     mode = settings.run_mode
-    if migrate_in_child:
+    local_router = None
+    if in_children:
         await migrate_in_child_process(settings)
+        local_router = await train_in_child_process(settings, config)
     chat = None
     if mode in ("http", "socket"):
         from bot.slack.transport import open_slack_chat
 
         chat = await open_slack_chat(settings, config)
     runtime = await build_runtime(settings, config, chat=chat, clock=clock, llm=llm, instance_id=instance_id,
-                                  migrate=not migrate_in_child)
+                                  migrate=not in_children, local_router=local_router)
     problem = runtime.escalations.paging_problem() if mode in ("http", "socket") else None
     if problem is not None:
         # In Slack an escalation tells the customer a person is coming: refuse a config that can page nobody
@@ -201,7 +227,7 @@ def freeze_startup_objects() -> None:
 async def serve(settings: Settings, config: Config, *, host: str, port: int) -> None:
     """Run until SIGINT/SIGTERM, then stop taking work and drain in-flight messages."""
     # Frozen before the port opens: a full collection (~0.5 s on a busy machine) must not hold up the first acks.
-    server = await start_server(settings, config, host=host, port=port, migrate_in_child=True,
+    server = await start_server(settings, config, host=host, port=port, in_children=True,
                                 before_listening=freeze_startup_objects)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
