@@ -158,7 +158,11 @@ class SlackBot:
         body = {"type": "event_callback", "team_id": identity.team_id, "event_id": "supportbot-warm-up",
                 "event": {"type": "assistant_thread_context_changed", "assistant_thread": {}}}
         # Socket Mode's form: no signature to make up; the middleware after it is the same.
-        response = await self.bolt.async_dispatch(AsyncBoltRequest(body=json.dumps(body), mode="socket_mode"))
+        try:
+            response = await self.bolt.async_dispatch(AsyncBoltRequest(body=json.dumps(body), mode="socket_mode"))
+        except Exception as exc:  # Slack just answered auth.test; if it stops now, the first event asks again
+            log.warning("slack_warm_up_failed", error=repr(exc))
+            return
         log.debug("slack_warmed_up", status=response.status)
 
     # --- listeners (run before the ack: database only, no Slack calls, no LLM) ---------------------
