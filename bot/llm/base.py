@@ -145,8 +145,8 @@ class LLMWrapper:
 FenceTag = Literal["message", "draft", "passage"]
 
 # Every spelling of an angle bracket a model might read as one: ASCII, full-width, small, CJK, mathematical,
-# ornamental, modifier letters, Canadian syllabics. Inside a fence they all become the single quotation
-# marks, so the only tags in a prompt are the ones this module writes.
+# ornamental, modifier letters, Canadian syllabics. Inside a fence they all become the single angle quotation
+# marks ‹ ›, so the only tags in a prompt are the ones this module writes.
 _OPENING = "<＜﹤〈⟨❮˂ᐸ‹"
 _CLOSING = ">＞﹥〉⟩❯˃ᐳ›"
 _BRACKETS = str.maketrans({**dict.fromkeys(_OPENING, "‹"), **dict.fromkeys(_CLOSING, "›")})
@@ -164,9 +164,12 @@ def fenced(text: str, tag: FenceTag = "message", **attributes: str) -> str:
     spaces inside the tag, `&lt;/MESSAGE&gt;`, full-width brackets): entities are decoded, then every
     bracket becomes ‹ or ›. Who wrote it is an attribute set here from our records (`role="staff"`), never
     something the text says about itself ("[a support staff member wrote] …" stays the customer's words)."""
-    rendered = "".join(f' {name}="{_neutral(value).replace(chr(34), "”")}"' for name, value in attributes.items()
-                       if _ATTRIBUTE_NAME.fullmatch(name))
-    return f"<{tag}{rendered}>\n{_neutral(text)}\n</{tag}>"
+    rendered = []
+    for name, value in attributes.items():
+        if not _ATTRIBUTE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not an attribute name")  # names come from our code, never from text
+        rendered.append(f' {name}="{_neutral(value).replace(chr(34), "”")}"')
+    return f"<{tag}{''.join(rendered)}>\n{_neutral(text)}\n</{tag}>"
 
 
 def last_fenced(content: str, tag: FenceTag = "message") -> str | None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import cached_property, partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -103,7 +102,7 @@ class Dashboard:
     retrainer: Retrainer
     static: dict[str, tuple[bytes, str]]
 
-    @functools.cached_property
+    @cached_property
     def templates(self) -> jinja2.Environment:
         """Made on the first page: a bot nobody looks at does not hold jinja2 (about 2 MB). Its templates
         are compiled on first use either way."""
@@ -290,8 +289,7 @@ async def _overview(dashboard: Dashboard, request: web.Request) -> web.StreamRes
         "cost": charts.cost_bars("cost-per-route", "Tokens and estimated cost per route", stats.usage, colors),
     }
     return dashboard.render(request, "overview.html", _filter_status(form), form=form, stats=stats,
-                            charts=rendered, colors=colors,
-                            routes=dashboard.routes, decided_by_values=DECIDED_BY,
+                            charts=rendered, colors=colors, routes=dashboard.routes, decided_by_values=DECIDED_BY,
                             min_agreement=dashboard.runtime.config.voting.min_agreement,
                             step_label="hour" if stats.buckets.step.total_seconds() < 86400 else "day")
 
@@ -318,8 +316,8 @@ async def _decisions(dashboard: Dashboard, request: web.Request) -> web.StreamRe
         total = await repo.count_logs(session, form.filters)
     pages = max(1, math.ceil(total / form.page_size))
     return dashboard.render(request, "decisions.html", _filter_status(form), form=form, rows=rows, total=total,
-                            pages=pages,
-                            routes=dashboard.routes, decided_by_values=DECIDED_BY, colors=dashboard.colors())
+                            pages=pages, routes=dashboard.routes, decided_by_values=DECIDED_BY,
+                            colors=dashboard.colors())
 
 
 async def _conversation(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:

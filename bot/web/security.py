@@ -2,8 +2,10 @@
 
 Access rules:
 
-- With `SUPPORTBOT_DASHBOARD_TOKEN` set, every dashboard request needs it, on loopback too: either
-  `Authorization: Bearer <token>` (scripts) or the session cookie the login form sets (browsers).
+- With `SUPPORTBOT_DASHBOARD_TOKEN` set (16 characters or more; a blank or short one stops the start),
+  every dashboard request needs it, on loopback too: either `Authorization: Bearer <token>` (scripts) or
+  the session cookie the login form sets (browsers). Wrong tokens, by either way, are throttled per client
+  (bot.web.throttle); the right one never is.
 - Without a token the server only binds to loopback (the CLI refuses otherwise); requests whose
   `Host` is not a loopback name are refused, so a DNS-rebinding page cannot read the dashboard.
 - State-changing requests made with the cookie need the per-session CSRF token (hidden form field
