@@ -85,15 +85,19 @@ def serve(
         help="interface to bind; beyond loopback needs SUPPORTBOT_DASHBOARD_TOKEN")] = "127.0.0.1",
 ) -> None:
     """Run the bot: Slack HTTP or Socket Mode with credentials, else local mode with the web playground."""
+    from bot.errors import SupportbotError
     from bot.observability import configure_logging
+    from bot.web.security import dashboard_token
     from bot.web.server import serve as run_server
 
     settings, config = load_settings_and_config()
-    if host not in ("127.0.0.1", "localhost", "::1") and settings.supportbot_dashboard_token is None:
+    try:
+        token = dashboard_token(settings)
+    except SupportbotError as exc:
+        raise _fail(str(exc)) from None
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         raise _fail(f"binding to {host} exposes the dashboard: set SUPPORTBOT_DASHBOARD_TOKEN first")
     configure_logging(settings.supportbot_log_level, settings.supportbot_log_format)
-    from bot.errors import SupportbotError
-
     try:
         asyncio.run(run_server(settings, config, host=host, port=port))
     except SupportbotError as exc:  # e.g. Slack refused SLACK_BOT_TOKEN: a clear message, not a traceback

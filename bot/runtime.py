@@ -83,9 +83,7 @@ class Runtime:
 
     async def retrain_local_router(self) -> int:
         """Retrain the local classifier with every reviewer correction; returns how many were used."""
-        async with self.db.sessions() as session:
-            corrections = [LabeledText(text, route) for text, route in await repo.corrections_for_training(session)
-                           if route in self.config.routes]
+        corrections = await training_corrections(self.db, self.config)
         retrained = await asyncio.to_thread(self.local_router.retrain, corrections)
         self.local_router = retrained
         self.pipeline.router = build_router(self.config, self.llm, retrained)
@@ -107,6 +105,13 @@ class Runtime:
         await self.db.dispose()
 
 
+async def training_corrections(db: Database, config: Config) -> list[LabeledText]:
+    """Every reviewer correction to a configured route, as training examples for the local router."""
+    async with db.sessions() as session:
+        return [LabeledText(text, route) for text, route in await repo.corrections_for_training(session)
+                if route in config.routes]
+
+
 async def build_runtime(
     settings: Settings, config: Config, *, chat: ChatPort | None = None, clock: Clock | None = None,
     llm: LLM | None = None, migrate: bool = True, instance_id: str | None = None,
@@ -116,10 +121,8 @@ async def build_runtime(
         await upgrade(settings.database_url)
     db = open_database(settings.database_url)
     metrics = Metrics()
-    async with db.sessions() as session:
-        corrections = [LabeledText(text, route) for text, route in await repo.corrections_for_training(session)
-                       if route in config.routes]
-    local = LocalRouter.from_config(config, corrections)
+    # Trained in a child process, or loaded from the model store when nothing it learns from changed.
+    local = LocalRouter.from_config(config, await training_corrections(db, config))
     # Every call is recorded, including a failed one before the fallback model is tried; a model that keeps
     # failing is skipped for a while, so the fallback model (or, in a full outage, the honest note) comes at once.
     recorded = RecordingLLM(llm or make_llm(settings, config, local), db, clock, metrics)
@@ -134,7 +137,7 @@ async def build_runtime(
     )
     dispatcher = Dispatcher(pipeline, concurrency=config.bot.max_concurrency, metrics=metrics, clock=clock)
     log.info("runtime_ready", llm=stack.provider, router=config.router.mode, database=db.dialect,
-             instance=instance, corrections=len(corrections))
+             instance=instance, corrections=len(local.corrections))
     return Runtime(settings=settings, config=config, db=db, clock=clock, metrics=metrics, chat=chat,
                    llm=stack, local_router=local, pipeline=pipeline, escalations=escalations,
                    dispatcher=dispatcher, instance_id=instance)

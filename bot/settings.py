@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///supportbot.db"
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     supportbot_config: Path | None = None
     supportbot_dashboard_token: SecretStr | None = None
+    # Reverse proxies whose X-Forwarded-For names the real client (addresses or networks, comma-separated);
+    # the dashboard's token throttle counts per client behind them.
+    supportbot_trusted_proxies: str = "127.0.0.1/8, ::1"
 
     supportbot_log_level: str = "INFO"
     supportbot_log_format: Literal["json", "console"] = Field(default="console")
@@ -44,6 +48,16 @@ class Settings(BaseSettings):
     # period (docker stop: 10 s unless --time/stop_grace_period says more). Work still running then is
     # left to its lease: the next start or another replica finishes it.
     supportbot_drain_timeout_s: float = Field(default=20.0, ge=0.0, le=3600.0)
+
+    @field_validator("supportbot_trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        _networks(value)
+        return value
+
+    @property
+    def trusted_proxies(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return _networks(self.supportbot_trusted_proxies)
 
     @model_validator(mode="after")
     def _slack_credentials_are_complete(self) -> Settings:
@@ -68,6 +82,16 @@ class Settings(BaseSettings):
     @property
     def llm_online(self) -> bool:
         return _present(self.anthropic_api_key)
+
+
+def _networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    networks = []
+    for item in value.replace(",", " ").split():
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.0/8, ::1)") from None
+    return tuple(networks)
 
 
 def _present(secret: SecretStr | None) -> bool:

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from bot.config import Config
 from bot.errors import LLMError, SupportbotError
-from bot.llm.base import LLM, BatchProgress, ChatMessage, LLMRequest, ToolSpec, batch_capable, quoted
+from bot.llm.base import LLM, BatchProgress, ChatMessage, LLMRequest, ToolSpec, batch_capable, fenced
 from bot.router.llm import escalation_criteria
 
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ class TriagePrompt:
 
     def request(self, item: TriageItem) -> LLMRequest:
         return LLMRequest(purpose="triage", model=self.config.router.model, system=self.system,
-                          messages=(ChatMessage("user", quoted(item.text[:MAX_TRIAGED_CHARS])),),
+                          messages=(ChatMessage("user", fenced(item.text[:MAX_TRIAGED_CHARS])),),
                           max_tokens=400, tool=self.tool, temperature=0.0)
 
     def outcome(self, item: TriageItem, answer: Mapping[str, Any] | None) -> TriageOutcome:

@@ -440,3 +440,31 @@ class KnowledgePassage(Base):
     # float16 unit vector of the passage in the static embedding space (bot/knowledge/embed.py).
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
 
+
+class AuthFailure(Base):
+    """A wrong dashboard token from one client, kept while it counts against that client's throttle.
+
+    One row per different wrong token (a script repeating its stale token is one failure, not hundreds),
+    shared by every replica through the database."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (Index("ix_auth_failures_failed_at", "failed_at"),)
+
+    # The client's address (the first untrusted hop of X-Forwarded-For behind a trusted proxy).
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # HMAC of the wrong token under a key derived from the real one: nothing here helps to guess it.
+    guess: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_at: Mapped[datetime]
+
+
+# Every id column is an INTEGER: 32 bits on PostgreSQL. A larger number cannot name a row, and binding one
+# fails the whole statement, so ids from outside (URLs, button values) are checked against this first.
+MAX_ROW_ID = 2**31 - 1
+
+
+def parse_row_id(text: str) -> int | None:
+    """`text` as a row id, or None when it is not a plain decimal number that fits an id column."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_ROW_ID)):
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_ROW_ID else None

@@ -320,11 +320,12 @@ async def add_decision(session: AsyncSession, decision: RouteDecision) -> int:
 
 async def finish_decision(
     session: AsyncSession, decision_id: int, *, outcome: str, reply_text: str | None,
-    escalated: bool, latency_ms: float | None,
+    escalated: bool, latency_ms: float | None, grounding: str | None = None,
+    sources: list[dict[str, object]] | None = None,
 ) -> None:
     await session.execute(_DECISION_BY_ID, {
         "b_id": decision_id, "outcome": outcome, "reply_text": reply_text, "escalated": escalated,
-        "latency_ms": latency_ms})
+        "latency_ms": latency_ms, "grounding": grounding, "sources": sources or []})
 
 
 async def add_vote(session: AsyncSession, vote: Vote, samples: Sequence[VoteSampleRow]) -> Vote:
@@ -405,6 +406,8 @@ class LogRow:
     reply: str | None
     latency_ms: float | None
     outcome: str | None
+    # The passages given to the model: [{"title", "source", …}].
+    sources: list[dict[str, Any]]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -426,6 +429,7 @@ class LogRow:
             "reply": self.reply,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "outcome": self.outcome,
+            "sources": [{"title": source.get("title"), "source": source.get("source")} for source in self.sources],
         }
 
 
@@ -508,6 +512,7 @@ async def query_logs(session: AsyncSession, filters: LogFilter, *, oldest_first:
                 reply=decision.reply_text,
                 latency_ms=decision.latency_ms,
                 outcome=decision.outcome,
+                sources=list(decision.sources or []),
             )
         )
     return rows

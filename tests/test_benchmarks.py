@@ -21,6 +21,8 @@ CANNED: dict[str, dict[str, Any]] = {
                     "p50_ms": 21.3, "p90_ms": 30.1, "p99_ms": 44.9, "statuses": {"200": 400}},
     "ack_latency_pg": {"requests": 400, "concurrency": 20, "llm_seconds": 2.0, "database": "postgresql+asyncpg",
                        "p50_ms": 19.0, "p99_ms": 61.0, "statuses": {"200": 399, "500": 1}},
+    "ack_latency_cold": {"requests": 2000, "concurrency": 50, "llm_seconds": 2.0, "database": "sqlite+aiosqlite",
+                         "p50_ms": 9.0, "p99_ms": 41.0, "first_second_p99_ms": 48.0, "statuses": {"200": 2000}},
     "throughput": {"n": 300, "answered": 300, "complete": True, "latency_ms": 1000.0, "concurrency": 16,
                    "messages_per_s": 15.2, "llm_limit_messages_per_s": 16.0, "start_pacing_messages_per_s": 20.0,
                    "limit_messages_per_s": 16.0, "limited_by": "llm", "ratio": 0.95, "goal_ratio": 0.9,

@@ -10,6 +10,8 @@ retries at once (the fallback model gets its turn), and nothing outlives the cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +41,9 @@ MIN_ATTEMPT_S = 0.05
 BACKOFF_BASE_S = 0.5
 # Message Batches: at most this many requests per batch (the API allows 100,000 / 256 MB).
 BATCH_CHUNK = 10_000
+# What the SDK imports on its first request, not before: anyio's asyncio backend (for httpcore's locks) and
+# OpenTelemetry's propagators (for the trace headers).
+DEFERRED_MODULES = ("anyio._backends._asyncio", "opentelemetry.propagate")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,16 @@ class _Failure:
     @property
     def retryable(self) -> bool:
         return self.kind in RETRYABLE_KINDS
+
+
+def load_what_the_sdk_defers() -> None:
+    """Do at start-up what the SDK leaves to its first request, where it blocked the event loop for ~100 ms
+    (more on a busy machine) in the middle of the first burst: importing modules, and building the
+    validator of `Message`, which pydantic defers because of its forward references."""
+    for module in DEFERRED_MODULES:
+        with contextlib.suppress(ImportError):  # a later SDK may not use it: nothing to load then
+            importlib.import_module(module)
+    Message.model_rebuild()
 
 
 class AnthropicLLM:
@@ -82,6 +97,7 @@ class AnthropicLLM:
             # A body of the wrong shape is an error, not a Message full of None.
             _strict_response_validation=True,
         )
+        load_what_the_sdk_defers()
 
     # --- one call -------------------------------------------------------------------------------
 

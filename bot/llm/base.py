@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -149,11 +151,48 @@ class LLMWrapper:
             await close()
 
 
-def defanged(text: str, tag: str = "message") -> str:
-    """Untrusted text that can neither open nor close <tag> in a prompt."""
-    return text.replace(f"</{tag}", f"</ {tag}").replace(f"<{tag}", f"< {tag}")
+FenceTag = Literal["message", "draft", "passage"]
+
+# Every spelling of an angle bracket a model might read as one: ASCII, full-width, small, CJK, mathematical,
+# ornamental, modifier letters, Canadian syllabics. Inside a fence they all become the single angle quotation
+# marks ‹ ›, so the only tags in a prompt are the ones this module writes.
+_OPENING = "<＜﹤〈⟨❮˂ᐸ‹"
+_CLOSING = ">＞﹥〉⟩❯˃ᐳ›"
+_BRACKETS = str.maketrans({**dict.fromkeys(_OPENING, "‹"), **dict.fromkeys(_CLOSING, "›")})
+# Entities are decoded this many levels deep (&amp;amp;lt; is three); text still holding one after that gets
+# each "&" that could begin an entity (&lt, &#60, &#x3c) replaced, so no decoding of it yields a bracket.
+_DECODE_LEVELS = 3
+_ENTITY_START = re.compile(r"&(?=#|[A-Za-z])")
+_ATTRIBUTE_NAME = re.compile(r"[a-z_]+")
 
 
-def quoted(text: str, tag: str = "message") -> str:
-    """Untrusted text inside <tag>…</tag> for a prompt, unable to close (or open) that tag itself."""
-    return f"<{tag}>\n{defanged(text, tag)}\n</{tag}>"
+def fenced(text: str, tag: FenceTag = "message", **attributes: str) -> str:
+    """Untrusted text for a prompt, inside <tag name="value">…</tag>: the one way such text enters a prompt.
+
+    Nothing in the text can close the fence, open another or pass for one, however it is spelt (any case,
+    spaces inside the tag, `&lt;/MESSAGE&gt;`, full-width brackets): entities are decoded, then every
+    bracket becomes ‹ or ›. Who wrote it is an attribute set here from our records (`role="staff"`), never
+    something the text says about itself ("[a support staff member wrote] …" stays the customer's words)."""
+    rendered = []
+    for name, value in attributes.items():
+        if not _ATTRIBUTE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not an attribute name")  # names come from our code, never from text
+        rendered.append(f' {name}="{_neutral(value).replace(chr(34), "”")}"')
+    return f"<{tag}{''.join(rendered)}>\n{_neutral(text)}\n</{tag}>"
+
+
+def last_fenced(content: str, tag: FenceTag = "message") -> str | None:
+    """The text of the last <tag …> fence in a prompt (as the model reads it), or None when there is none."""
+    found = re.findall(rf"<{tag}(?: [^>]*)?>\n(.*?)\n</{tag}>", content, re.DOTALL)
+    return found[-1] if found else None
+
+
+def _neutral(text: str) -> str:
+    for _ in range(_DECODE_LEVELS):
+        decoded = html.unescape(text)
+        if decoded == text:
+            break
+        text = decoded
+    if html.unescape(text) != text:
+        text = _ENTITY_START.sub("＆", text)
+    return text.translate(_BRACKETS)

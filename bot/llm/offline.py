@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.config import Config
-from bot.llm.base import LLMRequest, LLMResponse, Usage
+from bot.llm.base import LLMRequest, LLMResponse, Usage, last_fenced
 
 OFFLINE_BANNER = "_(offline mode: no ANTHROPIC_API_KEY is set, so this is a canned answer)_"
 
@@ -96,13 +96,10 @@ class OfflineLLM:
                 "urgency": "high" if routing["route"] == "escalate" else "normal"}
 
 
-_QUOTED = re.compile(r"<message>\s*(.*?)\s*</message>", re.DOTALL)
-
-
 def _quoted_message(content: str) -> str:
-    """The customer's words when a prompt quotes them in <message> tags, else the whole content."""
-    found = _QUOTED.findall(content)
-    return found[-1] if found else content
+    """The customer's words when a prompt fences them in <message> tags, else the whole content."""
+    found = last_fenced(content)
+    return content if found is None else found
 
 
 def _enum(schema: Mapping[str, Any], key: str) -> list[str] | None:

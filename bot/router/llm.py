@@ -11,7 +11,7 @@ import structlog
 
 from bot.config import Config
 from bot.errors import LLMBadOutput, LLMError
-from bot.llm.base import LLM, ChatMessage, LLMRequest, ToolSpec, defanged, quoted
+from bot.llm.base import LLM, ChatMessage, LLMRequest, ToolSpec, fenced
 from bot.router.base import RouteDecision, RoutingContext
 
 log = structlog.get_logger(__name__)
@@ -110,8 +110,10 @@ class LLMRouter:
         """Claude's decision, or why there is none (unavailable, or an answer outside the schema)."""
         started = time.perf_counter()
         context = context or RoutingContext()
-        prior = "\n".join(f"- {defanged(turn[:500])}" for turn in context.history[-3:])
-        content = (f"Earlier in the thread:\n{prior}\n\n" if prior else "") + quoted(text[:MAX_ROUTED_CHARS])
+        # The customer's earlier messages are context, fenced like the one to classify, which comes last.
+        earlier = "\n".join(fenced(turn[:500], role="customer") for turn in context.history[-3:])
+        content = ((f"Earlier in this thread, for context:\n{earlier}\n\nThe message to classify:\n" if earlier else "")
+                   + fenced(text[:MAX_ROUTED_CHARS], role="customer"))
         request = LLMRequest(
             purpose="route",
             model=self._config.router.model,

@@ -2,6 +2,7 @@
 
 One request, in order (HTTP at POST /slack/events, or a Socket Mode envelope):
 
+    guard (HTTP only, before anything is parsed): Slack's signature headers, their age, the signature
     Bolt: verify signature -> url_verification -> authorize -> ignore own events -> match listener
     listener (before the ack): read the event -> decide -> pipeline.accept (inbox row) -> queue the work
     ack: HTTP 200 written, or the envelope acknowledged over the WebSocket
@@ -10,38 +11,42 @@ One request, in order (HTTP at POST /slack/events, or a Socket Mode envelope):
 `process_before_response=True` is what makes Bolt run the listener before it answers; the listener only
 touches the database, so the ack still leaves in milliseconds whatever the LLM does. Inbox writes of
 concurrent requests share a transaction (bot.slack.inbox). Work queued while a request is being answered is
-started once the answer is out (see `_AFTER_ACK`).
+started once the answer is out (see `AFTER_ACK`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import structlog
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.socket_mode.aiohttp import SocketModeClient
-from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.errors import TransportError
 from bot.escalation import ACK_ACTION, REQUEST_ACTION, RESOLVE_ACTION
 from bot.runtime import Runtime
 from bot.slack.blocks import parse_thread_key
 from bot.slack.events import ButtonPress, Skip, SlackPost, read_assistant_thread, read_button, read_post
+from bot.slack.guard import LogBudget, signature_problem
 from bot.slack.inbox import InboxWriter
-from bot.slack.transport import SlackChat, SlackSetupError
+from bot.slack.transport import BotIdentity, SlackChat, SlackSetupError
+from storage.models import parse_row_id
+
+if TYPE_CHECKING:
+    from bot.slack.socket_mode import SocketModeLink
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +81,7 @@ class _ClientTokenWarning(logging.Filter):
 logging.getLogger("slack_bolt.AsyncApp").addFilter(_ClientTokenWarning())
 
 # Work queued by a listener while its request is being answered; started once the ack is out.
-_AFTER_ACK: ContextVar[list[Callable[[], None]] | None] = ContextVar("supportbot_after_ack", default=None)
+AFTER_ACK: ContextVar[list[Callable[[], None]] | None] = ContextVar("supportbot_after_ack", default=None)
 
 
 class SlackBot:
@@ -91,6 +96,9 @@ class SlackBot:
         self._inbox = InboxWriter(runtime.pipeline)
         self._paced: deque[Callable[[], None]] = deque()
         self._pacer: asyncio.Task[None] | None = None
+        self._signing_secret = (signing_secret or "").encode("utf-8")
+        self._refusals = LogBudget()
+        # Bolt verifies the signature again: cheap, and the guard above it is then not the only check.
         self.bolt = AsyncApp(
             name="supportbot", client=chat.client, signing_secret=signing_secret or "",
             process_before_response=True, attaching_conversation_kwargs_enabled=False,
@@ -106,22 +114,26 @@ class SlackBot:
     # --- transports in ------------------------------------------------------------------------
 
     async def handle_http(self, request: web.Request) -> web.StreamResponse:
-        """POST /slack/events: Bolt answers (401 on a bad signature), then the queued work starts."""
+        """POST /slack/events: the guard, then Bolt answers, then the queued work starts."""
         started = time.perf_counter()
+        body = await request.read()  # at most client_max_size: a larger body is answered 413 here
+        problem = signature_problem(self._signing_secret, request.headers, body, now=time.time())
+        if problem is not None:
+            self._refusals.warning("slack_request_refused", status=401, reason=problem)
+            return web.json_response({"ok": False, "error": "invalid_request_signature"}, status=401)
         try:
             bolt_request = await to_bolt_request(request)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            # Bolt reads the body (and indexes into it) before checking the signature: a body that is not
-            # JSON or form data shaped like Slack's made it raise, which aiohttp answered with a 500.
-            return _unreadable(f"{type(exc).__name__}: the body is not a Slack request")
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+            # Signed, yet not a body Slack sends (Bolt reads and indexes into it before its own checks).
+            return self._unreadable(f"{type(exc).__name__}: the body is not a Slack request")
         if not isinstance(bolt_request.body.get("event", {}), dict):
-            return _unreadable("`event` is not an object")  # Bolt's middleware would fail on it with a 500
+            return self._unreadable("`event` is not an object")  # Bolt's middleware would fail on it with a 500
         queued: list[Callable[[], None]] = []
-        token = _AFTER_ACK.set(queued)
+        token = AFTER_ACK.set(queued)
         try:
             bolt_response = await self.bolt.async_dispatch(bolt_request)
         finally:
-            _AFTER_ACK.reset(token)
+            AFTER_ACK.reset(token)
         kind = bolt_request.body.get("type")
         if bolt_response.status == 404 and kind in ("event_callback", "app_rate_limited"):
             # Signed (Bolt answers 401 before 404) but nothing here listens for it: ack it, or Slack retries
@@ -136,7 +148,23 @@ class SlackBot:
             self.runtime.metrics.ack_latency.observe(time.perf_counter() - started)
             return response
         finally:
-            _start_all(queued)
+            start_all(queued)
+
+    async def warm_up(self, identity: BotIdentity) -> None:
+        """Send one event that needs no work through Bolt before the port opens.
+
+        Bolt's authorization asks Slack's auth.test on the first request it sees and keeps the answer; until
+        that answer came back, every request of a first burst asked again, and each ack waited for Slack.
+        Bolt's listener matching and argument injection also do their first-use work here."""
+        body = {"type": "event_callback", "team_id": identity.team_id, "event_id": "supportbot-warm-up",
+                "event": {"type": "assistant_thread_context_changed", "assistant_thread": {}}}
+        # Socket Mode's form: no signature to make up; the middleware after it is the same.
+        try:
+            response = await self.bolt.async_dispatch(AsyncBoltRequest(body=json.dumps(body), mode="socket_mode"))
+        except Exception as exc:  # Slack just answered auth.test; if it stops now, the first event asks again
+            log.warning("slack_warm_up_failed", error=repr(exc))
+            return
+        log.debug("slack_warmed_up", status=response.status)
 
     # --- listeners (run before the ack: database only, no Slack calls, no LLM) ---------------------
 
@@ -195,9 +223,8 @@ class SlackBot:
     # --- after the ack --------------------------------------------------------------------------
 
     async def _escalation_button(self, press: ButtonPress) -> None:
-        try:
-            escalation_id = int(press.value)
-        except ValueError:
+        escalation_id = parse_row_id(press.value)
+        if escalation_id is None:
             await self._tell(press, NOT_FOUND.format(id=press.value[:20]))
             return
         escalations = self.runtime.escalations
@@ -259,7 +286,7 @@ class SlackBot:
     # --- plumbing -------------------------------------------------------------------------------
 
     def _after_ack(self, start: Callable[[], None]) -> None:
-        queued = _AFTER_ACK.get()
+        queued = AFTER_ACK.get()
         if queued is None:
             start()  # dispatched by someone else (a test calling Bolt directly): nothing to wait for
         else:
@@ -276,7 +303,7 @@ class SlackBot:
 
     async def _start_paced(self) -> None:
         while self._paced:
-            _start_all([self._paced.popleft()])
+            start_all([self._paced.popleft()])
             if self._paced:
                 await asyncio.sleep(PROCESSING_START_INTERVAL_S)
 
@@ -289,6 +316,11 @@ class SlackBot:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("slack_background_failed", error=repr(task.exception()))
+
+    def _unreadable(self, reason: str) -> web.Response:
+        """400 for a body Slack would never send; nothing is read from it or stored."""
+        self._refusals.warning("slack_request_refused", status=400, reason=reason)
+        return web.json_response({"ok": False, "error": "invalid_payload"}, status=400)
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Wait until button and assistant work started after acks is done (tests, shutdown)."""
@@ -309,32 +341,7 @@ class SlackBot:
             task.cancel()
 
 
-class SocketModeLink(AsyncSocketModeHandler):
-    """Bolt's aiohttp Socket Mode handler, with the ack timed and queued work started after it."""
-
-    def __init__(self, bot: SlackBot, app_token: str) -> None:
-        super().__init__(bot.bolt, app_token, web_client=bot.chat.client)
-        self._bot = bot
-
-    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
-        started = time.perf_counter()
-        queued: list[Callable[[], None]] = []
-        token = _AFTER_ACK.set(queued)
-        try:
-            await super().handle(client, req)  # Bolt runs the listener, then the envelope is acknowledged
-            self._bot.runtime.metrics.ack_latency.observe(time.perf_counter() - started)
-        finally:
-            _AFTER_ACK.reset(token)
-            _start_all(queued)
-
-
-def _unreadable(reason: str) -> web.Response:
-    """400 for a body Slack would never send; nothing is read from it or stored."""
-    log.warning("slack_request_refused", reason=reason)
-    return web.json_response({"ok": False, "error": "invalid_payload"}, status=400)
-
-
-def _start_all(queued: list[Callable[[], None]]) -> None:
+def start_all(queued: list[Callable[[], None]]) -> None:
     for start in queued:
         try:
             start()
@@ -349,10 +356,14 @@ async def attach_slack(app: web.Application, runtime: Runtime) -> SlackBot:
         raise SlackSetupError("the runtime was built without the Slack transport (build it with "
                               "chat=await open_slack_chat(settings, config))")
     settings = runtime.settings
-    await _check_token(chat)
+    identity = await _check_token(chat)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     bot = SlackBot(runtime, chat, signing_secret=secret)
+    if identity is not None:
+        await bot.warm_up(identity)
     if settings.run_mode == "socket":
+        from bot.slack.socket_mode import SocketModeLink  # its client and handler are not needed in HTTP mode
+
         assert settings.slack_app_token is not None
         bot.socket = SocketModeLink(bot, settings.slack_app_token.get_secret_value())
         await bot.socket.connect_async()  # type: ignore[no-untyped-call]
@@ -363,8 +374,8 @@ async def attach_slack(app: web.Application, runtime: Runtime) -> SlackBot:
     return bot
 
 
-async def _check_token(chat: SlackChat) -> None:
-    """Refuse to start with a token Slack rejects; start anyway when Slack is only unreachable."""
+async def _check_token(chat: SlackChat) -> BotIdentity | None:
+    """Refuse to start with a token Slack rejects; start anyway (None) when Slack is only unreachable."""
     try:
         identity = await chat.identity()
     except TransportError as exc:
@@ -372,6 +383,7 @@ async def _check_token(chat: SlackChat) -> None:
             raise SlackSetupError(f"Slack refused SLACK_BOT_TOKEN ({exc}); copy the Bot User OAuth Token "
                                   "(xoxb-...) from the app's OAuth & Permissions page") from exc
         log.warning("slack_unreachable_at_start", error=str(exc))
-        return
+        return None
     log.info("slack_identity", bot_user=identity.user_id, team=identity.team_id)
+    return identity
 

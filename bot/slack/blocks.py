@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
+from bot.domain import Citation
 from bot.escalation import REQUEST_ACTION
+from bot.slack.mrkdwn import escape
 
 # Slack refuses a section whose text is longer than this.
 SECTION_LIMIT: Final = 3000
 REPLY_EVENT_TYPE: Final = "supportbot_reply"
 GET_A_HUMAN: Final = "Get a human"
+SOURCES_BLOCK_ID: Final = "supportbot_sources"
+# A context block holds at most 10 elements; an answer cites a handful of pages.
+MAX_SOURCES: Final = 6
 
 
 def thread_key(team: str, channel: str, thread_ts: str) -> str:
@@ -29,12 +35,15 @@ def reply_metadata(dedupe_key: str) -> dict[str, Any]:
     return {"event_type": REPLY_EVENT_TYPE, "event_payload": {"dedupe_key": dedupe_key}}
 
 
-def reply_blocks(text: str | None, *, request_value: str | None) -> list[dict[str, Any]]:
-    """The answer as mrkdwn sections (none for a streamed answer, whose text the stream holds); with
-    `request_value`, a button to ask for a person."""
+def reply_blocks(text: str | None, *, request_value: str | None,
+                 citations: Sequence[Citation] = ()) -> list[dict[str, Any]]:
+    """The answer as mrkdwn sections (none for a streamed answer, whose text the stream holds), the sources it
+    was grounded in, and with `request_value` a button to ask for a person."""
     blocks: list[dict[str, Any]] = [] if text is None else [
         {"type": "section", "text": {"type": "mrkdwn", "text": chunk}} for chunk in split_sections(text)
     ]
+    if citations:
+        blocks.append(sources_block(citations))
     if request_value is not None:
         blocks.append({
             "type": "actions", "block_id": "supportbot_reply",
@@ -42,6 +51,14 @@ def reply_blocks(text: str | None, *, request_value: str | None) -> list[dict[st
                           "text": {"type": "plain_text", "text": GET_A_HUMAN}}],
         })
     return blocks
+
+
+def sources_block(citations: Sequence[Citation]) -> dict[str, Any]:
+    """"Sources:" and each page: its title linking to its URL, or its title and file name."""
+    shown = [f"<{c.url}|{escape(c.title)}>" if c.url else f"{escape(c.title)} (`{escape(c.source)}`)"
+             for c in citations[:MAX_SOURCES]]
+    return {"type": "context", "block_id": SOURCES_BLOCK_ID,
+            "elements": [{"type": "mrkdwn", "text": ("*Sources:* " + " · ".join(shown))[:SECTION_LIMIT]}]}
 
 
 def split_sections(text: str, limit: int = SECTION_LIMIT) -> list[str]:

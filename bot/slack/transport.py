@@ -98,7 +98,7 @@ class SlackChat:
         text = without_pings(to_mrkdwn(answer.text))
         response = await self._call("chat.postMessage", self.client.chat_postMessage(
             channel=msg.channel, thread_ts=msg.root_ts, text=text,
-            blocks=reply_blocks(text, request_value=self._request_value(msg, answer)),
+            blocks=reply_blocks(text, request_value=self._request_value(msg, answer), citations=answer.citations),
             metadata=reply_metadata(msg.dedupe_key), unfurl_links=False, unfurl_media=False,
         ))
         return PostedMessage(str(response["channel"]), str(response["ts"]))
@@ -143,7 +143,7 @@ class SlackChat:
                             shown: str | None) -> PostedMessage:
         """Stop the stream with the rest of the answer and its buttons; when the answer does not continue what
         the stream shows (or the stream is gone), stop it and replace the message with the answer."""
-        blocks = reply_blocks(None, request_value=self._request_value(msg, answer))
+        blocks = reply_blocks(None, request_value=self._request_value(msg, answer), citations=answer.citations)
         metadata = reply_metadata(msg.dedupe_key)
         if shown is not None and answer.text.startswith(shown):
             rest = _markdown(answer.text[len(shown):])
@@ -161,7 +161,8 @@ class SlackChat:
         try:
             await self._call("chat.update", self.client.chat_update(
                 channel=stream.channel, ts=stream.ts, text=text,
-                blocks=reply_blocks(text, request_value=self._request_value(msg, answer)), metadata=metadata))
+                blocks=reply_blocks(text, request_value=self._request_value(msg, answer), citations=answer.citations),
+                metadata=metadata))
         except TransportError as exc:
             if exc.code not in GONE:
                 raise

@@ -9,12 +9,11 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import cached_property, partial
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import jinja2
 import structlog
 from aiohttp import web
 
@@ -27,14 +26,19 @@ from bot.web.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
     DashboardAuth,
-    add_security_headers,
+    Refused,
+    dashboard_token,
     loopback_host,
     safe_next,
     same_origin,
 )
 from bot.web.stats import DashboardStats, build_stats, call_cost
+from bot.web.throttle import TokenThrottle
 from storage import repositories as repo
-from storage.models import RouteCorrection, RouteDecision
+from storage.models import RouteCorrection, RouteDecision, parse_row_id
+
+if TYPE_CHECKING:
+    import jinja2
 
 log = structlog.get_logger(__name__)
 
@@ -95,11 +99,16 @@ class Retrainer:
 class Dashboard:
     runtime: Runtime
     auth: DashboardAuth
-    templates: jinja2.Environment
     retrainer: Retrainer
     static: dict[str, tuple[bytes, str]]
     # Set when the local playground is mounted (local mode only).
     playground_enabled: bool = False
+
+    @cached_property
+    def templates(self) -> jinja2.Environment:
+        """Made on the first page: a bot nobody looks at does not hold jinja2 (about 2 MB). Its templates
+        are compiled on first use either way."""
+        return _environment()
 
     @property
     def routes(self) -> list[str]:
@@ -108,18 +117,13 @@ class Dashboard:
     # --- the gate ----------------------------------------------------------------------------------
 
     def guard(self, handler: Handler, *, page: bool) -> Handler:
-        """Authenticate, check CSRF on state changes, and add the security headers to whatever comes back."""
+        """Authenticate and check CSRF on state changes (every response gets the security headers anyway)."""
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                response = await self._enter(request, handler, page=page)
-            except web.HTTPException as exc:
-                add_security_headers(exc)
-                raise
+            response = await self._enter(request, handler, page=page)
             access = request.get(ACCESS_KEY)
             if access is not None and access.new_cookie is not None:
                 self.auth.set_session_cookie(request, response, access.new_cookie)
-            add_security_headers(response)
             return response
 
         return guarded
@@ -128,14 +132,11 @@ class Dashboard:
         if not self.auth.required and not loopback_host(request):
             return self.error(request, 403, "This dashboard has no SUPPORTBOT_DASHBOARD_TOKEN, so it only answers "
                                             "on 127.0.0.1 or localhost.", page=page)
-        access = self.auth.identify(request)
-        if access is None:
-            if page and request.method in ("GET", "HEAD"):
+        access = await self.auth.identify(request)
+        if isinstance(access, Refused):
+            if page and request.method in ("GET", "HEAD") and not access.tried_token:
                 raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/')}")
-            response = self.error(request, 401, "authentication required: log in, or send "
-                                                "Authorization: Bearer <SUPPORTBOT_DASHBOARD_TOKEN>", page=page)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="supportbot"'
-            return response
+            return self.refused(request, access, page=page)
         request[ACCESS_KEY] = access
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             refused = await self.auth.check_csrf(request, access)
@@ -143,6 +144,14 @@ class Dashboard:
                 log.warning("dashboard_csrf_refused", path=request.path, reason=refused)
                 return self.error(request, 403, refused, page=page)
         return await handler(request)
+
+    def refused(self, request: web.Request, refused: Refused, *, page: bool) -> web.Response:
+        response = self.error(request, refused.status, refused.message, page=page)
+        if refused.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="supportbot"'
+        if refused.retry_after_s is not None:
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+        return response
 
     # --- rendering ---------------------------------------------------------------------------------
 
@@ -187,6 +196,8 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("bot.web", "templates"),
         # Every Slack message is untrusted: escape everything, always.
@@ -214,11 +225,12 @@ def _duration(value: float | None) -> str:
 
 
 def add_dashboard_routes(app: web.Application, runtime: Runtime) -> Dashboard:
-    token = runtime.settings.supportbot_dashboard_token
+    token = dashboard_token(runtime.settings)
+    throttle = None if token is None else TokenThrottle(runtime.db, runtime.clock, token,
+                                                        runtime.settings.trusted_proxies)
     dashboard = Dashboard(
         runtime=runtime,
-        auth=DashboardAuth(token.get_secret_value().strip() if token is not None else None),
-        templates=_environment(),
+        auth=DashboardAuth(token, throttle=throttle),
         retrainer=Retrainer(runtime),
         static=_load_static(),
     )
@@ -269,10 +281,15 @@ async def _overview(dashboard: Dashboard, request: web.Request) -> web.StreamRes
         "latency": charts.latency_bars("latency", "Latency percentiles", stats.latency),
         "cost": charts.cost_bars("cost-per-route", "Tokens and estimated cost per route", stats.usage, colors),
     }
-    return dashboard.render(request, "overview.html", form=form, stats=stats, charts=rendered, colors=colors,
-                            routes=dashboard.routes, decided_by_values=DECIDED_BY,
+    return dashboard.render(request, "overview.html", _filter_status(form), form=form, stats=stats,
+                            charts=rendered, colors=colors, routes=dashboard.routes, decided_by_values=DECIDED_BY,
                             min_agreement=dashboard.runtime.config.voting.min_agreement,
                             step_label="hour" if stats.buckets.step.total_seconds() < 86400 else "day")
+
+
+def _filter_status(form: FilterForm) -> int:
+    """A page with a bad filter still shows (the errors above the list, the bad values left out), as a 400."""
+    return 400 if form.errors else 200
 
 
 async def _stats(dashboard: Dashboard, form: FilterForm) -> DashboardStats:
@@ -291,23 +308,26 @@ async def _decisions(dashboard: Dashboard, request: web.Request) -> web.StreamRe
         rows = await repo.query_logs(session, form.filters)
         total = await repo.count_logs(session, form.filters)
     pages = max(1, math.ceil(total / form.page_size))
-    return dashboard.render(request, "decisions.html", form=form, rows=rows, total=total, pages=pages,
-                            routes=dashboard.routes, decided_by_values=DECIDED_BY, colors=dashboard.colors())
+    return dashboard.render(request, "decisions.html", _filter_status(form), form=form, rows=rows, total=total,
+                            pages=pages, routes=dashboard.routes, decided_by_values=DECIDED_BY,
+                            colors=dashboard.colors())
 
 
 async def _conversation(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    conversation_id = int(request.match_info["id"])
-    async with dashboard.runtime.db.sessions() as session:
-        review = await repo.conversation_review(session, conversation_id)
+    conversation_id = parse_row_id(request.match_info["id"])
+    review = None
+    if conversation_id is not None:
+        async with dashboard.runtime.db.sessions() as session:
+            review = await repo.conversation_review(session, conversation_id)
     if review is None:
-        return dashboard.error(request, 404, f"There is no conversation #{conversation_id}.", page=True)
+        return dashboard.error(request, 404, f"There is no conversation #{_shown_id(request)}.", page=True)
     prices = dashboard.runtime.config.llm.prices
     costs = {call.id: call_cost(call_fact(call), prices) for call in review.llm_calls}
     corrected = request.query.get("corrected")
     return dashboard.render(
         request, "conversation.html", review=review, thread=thread_view(review), costs=costs,
         routes=dashboard.routes, colors=dashboard.colors(), score_bars=charts.score_bars,
-        corrected=int(corrected) if corrected and corrected.isdigit() else None,
+        corrected=parse_row_id(corrected) if corrected else None,
         playground_link=dashboard.playground_enabled and review.conversation.source == "local",
     )
 
@@ -324,13 +344,16 @@ class CorrectionOutcome:
     new_route: str | None = None
 
 
-async def _correct(dashboard: Dashboard, decision_id: int, fields: Mapping[str, Any]) -> CorrectionOutcome:
+async def _correct(dashboard: Dashboard, request: web.Request, fields: Mapping[str, Any]) -> CorrectionOutcome:
+    decision_id = parse_row_id(request.match_info["id"])
     route = str(fields.get("route") or "").strip()
     reviewer = " ".join(str(fields.get("reviewer") or "").split())[:64] or REVIEWER_DEFAULT
     note = str(fields.get("note") or "").strip()[:2000]
     if route not in dashboard.routes:
         return CorrectionOutcome(400, f"{route!r} is not a configured route (use one of "
                                       f"{', '.join(dashboard.routes)})")
+    if decision_id is None:
+        return CorrectionOutcome(404, f"There is no routing decision #{_shown_id(request)}.")
     runtime = dashboard.runtime
     async with runtime.db.sessions.begin() as session:
         current = await repo.current_route(session, decision_id)
@@ -353,25 +376,37 @@ async def _correct(dashboard: Dashboard, decision_id: int, fields: Mapping[str, 
 
 async def _correct_form(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    outcome = await _correct(dashboard, int(request.match_info["id"]), form)
+    outcome = await _correct(dashboard, request, form)
     if outcome.status >= 400 or outcome.conversation_id is None:
         return dashboard.error(request, outcome.status, outcome.message, page=True)
     decision_id = request.match_info["id"]
     raise web.HTTPSeeOther(f"/conversations/{outcome.conversation_id}?corrected={decision_id}#decision-{decision_id}")
 
 
-async def _correct_api(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+async def json_object(request: web.Request) -> dict[str, Any] | None:
+    """The request's body as a JSON object, or None when it is not one (not JSON, nested too deep, a list)."""
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _correct_api(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
+    body = await json_object(request)
+    if body is None:
         return web.json_response({"error": "send a JSON object like {\"route\": \"billing\"}"}, status=400)
-    if not isinstance(body, dict):
-        return web.json_response({"error": "send a JSON object like {\"route\": \"billing\"}"}, status=400)
-    outcome = await _correct(dashboard, int(request.match_info["id"]), body)
+    outcome = await _correct(dashboard, request, body)
     if outcome.status >= 400:
         return web.json_response({"error": outcome.message}, status=outcome.status)
-    return web.json_response({"decision_id": int(request.match_info["id"]), "old_route": outcome.old_route,
+    return web.json_response({"decision_id": parse_row_id(request.match_info["id"]), "old_route": outcome.old_route,
                               "route": outcome.new_route, "message": outcome.message}, status=outcome.status)
+
+
+def _shown_id(request: web.Request) -> str:
+    """The id as typed, cut short: an id that names no row is still quoted back, never at any length."""
+    raw = request.match_info["id"]
+    return raw if len(raw) <= 20 else raw[:20] + "…"
 
 
 # --- JSON ------------------------------------------------------------------------------------------------
@@ -396,11 +431,13 @@ async def _api_decisions(dashboard: Dashboard, request: web.Request) -> web.Stre
 
 
 async def _api_conversation(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    conversation_id = int(request.match_info["id"])
-    async with dashboard.runtime.db.sessions() as session:
-        review = await repo.conversation_review(session, conversation_id)
+    conversation_id = parse_row_id(request.match_info["id"])
+    review = None
+    if conversation_id is not None:
+        async with dashboard.runtime.db.sessions() as session:
+            review = await repo.conversation_review(session, conversation_id)
     if review is None:
-        return web.json_response({"error": f"there is no conversation #{conversation_id}"}, status=404)
+        return web.json_response({"error": f"there is no conversation #{_shown_id(request)}"}, status=404)
     prices = dashboard.runtime.config.llm.prices
     return web.json_response(review_json(review, {c.id: call_cost(call_fact(c), prices) for c in review.llm_calls}))
 
@@ -426,31 +463,27 @@ async def _login_page(dashboard: Dashboard, request: web.Request) -> web.StreamR
     target = safe_next(request.query.get("next"))
     if not dashboard.auth.required:
         raise web.HTTPSeeOther(target)
-    response = dashboard.render(request, "login.html", next=target, failed=False)
-    add_security_headers(response)
-    return response
+    return dashboard.render(request, "login.html", next=target, failed=None)
 
 
 async def _login(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
     auth = dashboard.auth
-    client = request.remote or "unknown"
     form = await request.post()
     target = safe_next(str(form.get("next") or "/"))
     if not auth.required:
         raise web.HTTPSeeOther(target)
     if not same_origin(request):
-        response = dashboard.error(request, 403, "the login form was posted from another site", page=True)
-    elif auth.login_blocked(client):
-        response = dashboard.error(request, 429, "too many failed logins: wait ten minutes", page=True)
-    elif auth.token_matches(str(form.get("token") or "")):
-        response = see_other(target)
-        auth.set_session_cookie(request, response, auth.new_session())
-        log.info("dashboard_login", client=client)
-    else:
-        auth.login_failed(client)
-        log.warning("dashboard_login_failed", client=client)
-        response = dashboard.render(request, "login.html", status=401, next=target, failed=True)
-    add_security_headers(response)
+        return dashboard.error(request, 403, "the login form was posted from another site", page=True)
+    refused = await auth.check_token(request, str(form.get("token") or ""))
+    if refused is not None:
+        response = dashboard.render(request, "login.html", status=refused.status, next=target,
+                                    failed=refused.message)
+        if refused.retry_after_s is not None:
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+        return response
+    response = see_other(target)
+    auth.set_session_cookie(request, response, auth.new_session())
+    log.info("dashboard_login", client=auth.throttle.client(request) if auth.throttle else request.remote)
     return response
 
 
@@ -465,8 +498,6 @@ async def _static(dashboard: Dashboard, request: web.Request) -> web.StreamRespo
     if found is None:
         raise web.HTTPNotFound()
     body, content_type = found
-    response = web.Response(body=body, content_type=content_type,
-                            charset="utf-8", headers={"Cache-Control": "public, max-age=300"})
-    add_security_headers(response, cache=True)
-    return response
+    return web.Response(body=body, content_type=content_type,
+                        charset="utf-8", headers={"Cache-Control": "public, max-age=300"})
 

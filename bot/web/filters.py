@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ FILTER_FIELDS = ("route", "decided_by", "escalated", "voted", "confidence_below"
                  "until", "search")
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Far past any real log, and small enough that the row offset fits the database's integers.
+MAX_PAGE = 1_000_000
 
 
 def _yes_no(value: str) -> bool | None:
@@ -78,7 +81,10 @@ def parse_filters(query: Mapping[str, str], *, routes: list[str], now: datetime 
                 errors.append(f"{name}: {exc}")
     if values["confidence_below"]:
         try:
-            parsed["confidence_below"] = float(values["confidence_below"])
+            below = float(values["confidence_below"])
+            if not math.isfinite(below):
+                raise ValueError
+            parsed["confidence_below"] = below
         except ValueError:
             errors.append("confidence_below: use a number between 0 and 1")
     for name in ("since", "until"):
@@ -87,21 +93,29 @@ def parse_filters(query: Mapping[str, str], *, routes: list[str], now: datetime 
                 parsed[name] = parse_when(values[name], now)
             except ValueError as exc:
                 errors.append(f"{name}: {exc}")
-    page = _positive_int(query.get("page"), 1, errors, "page")
-    page_size = min(_positive_int(query.get("limit"), PAGE_SIZE, errors, "limit"), MAX_PAGE_SIZE)
+    page = _positive_int(query.get("page"), 1, errors, "page", maximum=MAX_PAGE)
+    page_size = _positive_int(query.get("limit"), PAGE_SIZE, errors, "limit", maximum=MAX_PAGE_SIZE, clamp=True)
     filters = LogFilter(limit=page_size, offset=(page - 1) * page_size, **parsed)  # type: ignore[arg-type]
     return FilterForm(values=values, filters=filters, page=page, page_size=page_size, errors=errors)
 
 
-def _positive_int(raw: str | None, default: int, errors: list[str], name: str) -> int:
-    if raw is None or raw.strip() == "":
+def _positive_int(raw: str | None, default: int, errors: list[str], name: str, *, maximum: int,
+                  clamp: bool = False) -> int:
+    """A whole number from 1 to `maximum` (a larger one is cut to it with `clamp`), else `default` and an error."""
+    text = (raw or "").strip()
+    if not text:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    if not (text.isascii() and text.isdigit()):
         errors.append(f"{name}: use a whole number")
         return default
+    # Compared as text first: int() of thousands of digits is refused (or slow), and no such page exists.
+    value = int(text) if len(text) <= len(str(maximum)) else maximum + 1
     if value < 1:
         errors.append(f"{name}: use a number of at least 1")
+        return default
+    if value > maximum:
+        if clamp:
+            return maximum
+        errors.append(f"{name}: use a number up to {maximum}")
         return default
     return value

@@ -19,11 +19,11 @@ from aiohttp import web
 from bot.domain import InboundMessage
 from bot.escalation.page import EXPIRED_STATUS, NOBODY_ON_CALL, Page
 from bot.local_chat import LocalChat
-from bot.web.dashboard import Dashboard
+from bot.web.dashboard import Dashboard, json_object
 from bot.web.review import decision_json, thread_view
 from bot.web.security import add_security_headers
 from storage import repositories as repo
-from storage.models import Escalation, InboundEvent
+from storage.models import Escalation, InboundEvent, parse_row_id
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +37,8 @@ MAX_TEXT = 4000
 EVENTS_RECHECK_S = 2.0
 EVENTS_MAX_S = 300.0
 ACTIONS = ("acknowledge", "resolve")
+# A thread is named by its first message's ts, as LocalChat.next_ts makes them ("1700000000.000001").
+THREAD_TS = re.compile(r"\d{1,12}\.\d{1,9}")
 
 
 def add_playground_routes(app: web.Application, dashboard: Dashboard, chat: LocalChat | None) -> None:
@@ -236,13 +238,21 @@ def _escalation(chat: LocalChat, escalation: Escalation, thread_ts: str | None) 
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text='{"error": "send a JSON object"}', content_type="application/json") from None
-    if not isinstance(body, dict):
+    body = await json_object(request)
+    if body is None:
         raise web.HTTPBadRequest(text='{"error": "send a JSON object"}', content_type="application/json")
     return body
+
+
+def _thread_ts(body: dict[str, Any]) -> str | None:
+    """The thread named in the body, None for a new one; a value no thread could have is a 400."""
+    value = body.get("thread_ts")
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not THREAD_TS.fullmatch(value):
+        raise web.HTTPBadRequest(text='{"error": "thread_ts is not the ts of a thread"}',
+                                 content_type="application/json")
+    return value
 
 
 def _text(body: dict[str, Any]) -> str | web.Response:
@@ -260,7 +270,7 @@ async def _send(dashboard: Dashboard, chat: LocalChat, request: web.Request) -> 
     text = _text(body)
     if isinstance(text, web.Response):
         return text
-    thread_ts = str(body.get("thread_ts") or "") or None
+    thread_ts = _thread_ts(body)
     ts = chat.next_ts()
     msg = InboundMessage(source="local", team=chat.team, channel=PLAYGROUND_CHANNEL, user=CUSTOMER_USER, text=text,
                          ts=ts, event_id=f"local-{ts}", thread_ts=thread_ts)
@@ -277,7 +287,9 @@ async def _staff_reply(dashboard: Dashboard, chat: LocalChat, request: web.Reque
     text = _text(body)
     if isinstance(text, web.Response):
         return text
-    thread_ts = str(body.get("thread_ts") or "")
+    thread_ts = _thread_ts(body)
+    if thread_ts is None:
+        return web.json_response({"error": "say which thread to reply in (thread_ts)"}, status=400)
     user = oncall_user(dashboard)
     recorded = await dashboard.runtime.pipeline.record_staff_message(
         team=chat.team, channel=PLAYGROUND_CHANNEL, thread_ts=thread_ts, user=user, text=text, ts=chat.next_ts())
@@ -290,7 +302,9 @@ async def _escalation_action(dashboard: Dashboard, request: web.Request) -> web.
     action = request.match_info["action"]
     if action not in ACTIONS:
         return web.json_response({"error": f"unknown action {action!r} (use acknowledge or resolve)"}, status=404)
-    escalation_id = int(request.match_info["id"])
+    escalation_id = parse_row_id(request.match_info["id"])
+    if escalation_id is None:
+        return web.json_response({"error": "there is no such escalation"}, status=404)
     user = oncall_user(dashboard)
     service = dashboard.runtime.escalations
     result = await (service.acknowledge if action == "acknowledge" else service.resolve)(escalation_id, user)

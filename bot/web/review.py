@@ -63,6 +63,7 @@ def decision_json(view: DecisionView) -> dict[str, Any]:
         "router_mode": d.router_mode, "router_latency_ms": round(d.router_latency_ms, 2), "llm_calls": d.llm_calls,
         "outcome": d.outcome, "reply": d.reply_text, "escalated": d.escalated, "voted": d.voted,
         "vote_agreement": d.vote_agreement, "latency_ms": None if d.latency_ms is None else round(d.latency_ms, 1),
+        "grounding": d.grounding, "sources": list(d.sources or []),
         "created_at": _iso(d.created_at),
         "corrections": [
             {"old_route": c.old_route, "new_route": c.new_route, "reviewer": c.reviewer, "note": c.note,

@@ -7,8 +7,10 @@ import contextlib
 import ctypes
 import gc
 import os
+import platform
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,7 @@ from bot.local_chat import LocalChat
 from bot.ports import ChatPort
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.web.security import dashboard_token, security_headers_on_every_response
 from storage import repositories as repo
 
 if TYPE_CHECKING:
@@ -70,6 +73,7 @@ async def metrics(request: web.Request) -> web.Response:
 def build_web_app(runtime: Runtime, *, playground: LocalChat | None = None) -> web.Application:
     """Probes, the dashboard, and in local mode the playground on the chat the runtime posts to."""
     app = web.Application(client_max_size=2 * 1024 * 1024)
+    app.on_response_prepare.append(security_headers_on_every_response)
     app[RUNTIME_KEY] = runtime
     app[DRAINING_KEY] = asyncio.Event()
     app.router.add_get("/healthz", healthz)
@@ -117,9 +121,8 @@ class RunningServer:
 async def migrate_in_child_process(settings: Settings) -> None:
     """`supportbot db upgrade` in a child process: Alembic's ~10 MB of modules never load into the server."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "db", "upgrade",
-        env={**os.environ, "DATABASE_URL": settings.database_url},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "bot.cli", "db", "upgrade", env={**os.environ, "DATABASE_URL": settings.database_url},
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await process.communicate()
     if process.returncode != 0:
@@ -130,11 +133,17 @@ async def migrate_in_child_process(settings: Settings) -> None:
 
 async def start_server(
     settings: Settings, config: Config, *, host: str, port: int, clock: Clock | None = None,
-    llm: LLM | None = None, instance_id: str | None = None, migrate_in_child: bool = False,
+    llm: LLM | None = None, instance_id: str | None = None, in_children: bool = False,
+    before_listening: Callable[[], None] | None = None,
 ) -> RunningServer:
-    """Build the runtime (with the Slack transport in http/socket mode) and start serving; `port=0` picks one."""
+    """Build the runtime (with the Slack transport in http/socket mode) and start serving; `port=0` picks one.
+
+    With `in_children` the migrations run in a child process (Alembic never loads into the server; the local
+    router always trains in one); `before_listening` runs once everything is built and
+    warmed up, just before the port opens."""
+    dashboard_token(settings)  # a blank or short token stops the start before anything is built
     mode = settings.run_mode
-    if migrate_in_child:
+    if in_children:
         await migrate_in_child_process(settings)
     local_chat = LocalChat(clock) if mode == "local" else None
     chat: ChatPort | None = local_chat
@@ -143,7 +152,7 @@ async def start_server(
 
         chat = await open_slack_chat(settings, config)
     runtime = await build_runtime(settings, config, chat=chat, clock=clock, llm=llm, instance_id=instance_id,
-                                  migrate=not migrate_in_child)
+                                  migrate=not in_children)
     problem = runtime.escalations.paging_problem() if mode in ("http", "socket") else None
     if problem is not None:
         # In Slack an escalation tells the customer a person is coming: refuse a config that can page nobody
@@ -162,6 +171,11 @@ async def start_server(
             raise
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    # The default executor starts its first thread on first use, and the loop waits for it to start: the
+    # first DNS lookup and the Anthropic SDK's first request (it resolves the platform in a thread) both do.
+    await asyncio.to_thread(platform.uname)
+    if before_listening is not None:
+        before_listening()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound_port = int(runner.addresses[0][1]) if port == 0 else port
@@ -192,8 +206,9 @@ def freeze_startup_objects() -> None:
 
 async def serve(settings: Settings, config: Config, *, host: str, port: int) -> None:
     """Run until SIGINT/SIGTERM, then stop taking work and drain in-flight messages."""
-    server = await start_server(settings, config, host=host, port=port, migrate_in_child=True)
-    freeze_startup_objects()
+    # Frozen before the port opens: a full collection (~0.5 s on a busy machine) must not hold up the first acks.
+    server = await start_server(settings, config, host=host, port=port, in_children=True,
+                                before_listening=freeze_startup_objects)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -60,7 +60,7 @@ async def test_a_reply_sends_the_routes_model_persona_prompt_and_thread_history(
     assert isinstance(second.system, list) and second.system[-1]["cache_control"] == {"type": "ephemeral"}
     assert [m["role"] for m in second.messages] == ["user", "assistant", "user"]
     assert "crashes every time I upload" in second.messages[0]["content"]
-    assert second.last_user_text == "it still crashes after that"
+    assert second.last_user_text == '<message role="customer">\nit still crashes after that\n</message>'
     # The answer is kept as the model's Markdown; Slack shows it as mrkdwn.
     assert follow_up.outcome == "replied"
     posted = chat_of(runtime).posts_in("CSUPPORT", root.ts)[-1].text

@@ -34,7 +34,8 @@ async def test_claude_routes_with_a_forced_tool_enumerating_exactly_the_configur
     assert schema is not None
     assert schema["properties"]["route"]["enum"] == runtime.config.route_names
     assert set(schema["required"]) == {"route", "confidence", "reason"}
-    assert "<message>\nhow much is the enterprise plan for 40 people?\n</message>" in sent.last_user_text
+    fenced = '<message role="customer">\nhow much is the enterprise plan for 40 people?\n</message>'
+    assert fenced in sent.last_user_text
     async with runtime.db.sessions() as session:
         [call] = (await session.execute(select(LLMCall))).scalars().all()
     assert call.purpose == "route" and call.error is None

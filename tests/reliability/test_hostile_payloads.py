@@ -4,13 +4,20 @@ server keeps answering probes and real messages afterwards."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
+import structlog
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -24,11 +31,19 @@ from bot.settings import Settings
 from bot.slack.events import MAX_TEXT_CHARS
 from bot.web.server import start_server
 from storage import repositories as repo
-from storage.models import InboundEvent, RouteDecision
+from storage.models import Escalation, InboundEvent, RouteDecision
 from tests.fakes import slack_payloads as sp
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.reliability.conftest import BASE_TOML, CUSTOMER, SUPPORT, bot_posts_per_thread, seed_questions
+from tests.reliability.conftest import (
+    BASE_TOML,
+    CUSTOMER,
+    ONCALL,
+    PAGES,
+    SUPPORT,
+    bot_posts_per_thread,
+    seed_questions,
+)
 from tests.slack.conftest import SlackBotHarness, reply_text, slack_settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -200,3 +215,184 @@ async def test_a_message_that_cannot_be_stored_is_given_up_after_bounded_attempt
         assert row.error and "surrogate" in row.error
     finally:
         await runtime.close()
+
+
+# --- requests nobody signed, or that only Slack could sign, shaped to break the parser -----------------------
+
+
+def nested(depth: int) -> bytes:
+    return b'{"type": "event_callback", "event": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def with_headers(body: bytes, **headers: str) -> tuple[bytes, dict[str, str]]:
+    return body, {"Content-Type": "application/json", **headers}
+
+
+async def test_hostile_slack_requests_get_a_clear_4xx_and_nothing_is_stored_or_answered(
+    fake_slack: FakeSlackAPI, fake_anthropic: FakeAnthropicAPI, database_url: str,
+) -> None:
+    fresh = str(int(time.time()))
+    good_signature = sp.sign(b"{}", sp.SIGNING_SECRET)["X-Slack-Signature"]
+    deep_form = b"payload=" + quote(nested(5_000).decode()).encode()
+    requests = {  # request -> the status it must get
+        "JSON nested 1,000 deep, unsigned": (with_headers(nested(1_000)), 401),
+        "JSON nested 100,000 deep, unsigned": (with_headers(nested(100_000)), 401),
+        "JSON nested 1,000 deep, signed": (signed(nested(1_000)), 400),
+        "JSON nested 100,000 deep, signed": (signed(nested(100_000)), 400),
+        "a form payload nested 5,000 deep, signed": (signed(deep_form, "application/x-www-form-urlencoded"), 400),
+        "a timestamp that is not a number": (with_headers(b"{}", **{"X-Slack-Request-Timestamp": "soon",
+                                                                    "X-Slack-Signature": good_signature}), 401),
+        "a timestamp of 30 digits": (with_headers(b"{}", **{"X-Slack-Request-Timestamp": "9" * 30,
+                                                           "X-Slack-Signature": good_signature}), 401),
+        "a timestamp in Arabic-Indic digits": (with_headers(b"{}", **{"X-Slack-Request-Timestamp": "١٧٠٠٠٠٠٠٠٠",
+                                                                     "X-Slack-Signature": good_signature}), 401),
+        "an empty timestamp": (with_headers(b"{}", **{"X-Slack-Request-Timestamp": "",
+                                                     "X-Slack-Signature": good_signature}), 401),
+        "no signature headers": (with_headers(envelope(message("refund me"))), 401),
+        "a signature that is not v0": (with_headers(b"{}", **{"X-Slack-Request-Timestamp": fresh,
+                                                             "X-Slack-Signature": "v1=abc"}), 401),
+        "a non-ASCII signature": (with_headers(b"{}", **{"X-Slack-Request-Timestamp": fresh,
+                                                        "X-Slack-Signature": "v0=" + "é" * 64}), 401),
+        "an hour-old signature": (signed_at(envelope(message("refund me")), int(time.time()) - 3600), 401),
+        "not UTF-8, unsigned": (with_headers(b'{"type": "event_callback", "x": "\xff\xfe"}'), 401),
+    }
+    async with hostile_bot(fake_slack, fake_anthropic, database_url) as bot:
+        for name, ((body, headers), expected) in requests.items():
+            status, text = await bot.send(body, headers)
+            assert status == expected, f"{name}: {status} {text[:200]}"
+            assert "Traceback" not in text
+        await bot.settle()
+        assert await bot.inbox() == []
+        assert fake_slack.successful_calls_to("chat.postMessage") == []
+        assert fake_anthropic.requests == []
+
+
+async def test_unsigned_garbage_writes_a_bounded_amount_of_log(
+    fake_slack: FakeSlackAPI, fake_anthropic: FakeAnthropicAPI, sqlite_url: str,
+) -> None:
+    async with hostile_bot(fake_slack, fake_anthropic, sqlite_url) as bot:
+        with structlog.testing.capture_logs() as lines:
+            for index in range(200):
+                body = nested(1_000) if index % 2 else b"x" * 1000
+                status, _ = await bot.send(*with_headers(body, **{"X-Slack-Request-Timestamp": "x"}))
+                assert status == 401
+        refused = [line for line in lines if line["event"] == "slack_request_refused"]
+        assert 1 <= len(refused) <= 11, len(refused)
+        assert not [line for line in lines if line.get("exc_info") or line["log_level"] in ("error", "critical")]
+        # Still a working bot.
+        [question] = seed_questions(fake_slack, ["the app crashes every time I upload a file"])
+        status, _ = await bot.send_event(sp.message_event(SUPPORT, CUSTOMER, question.text, question.ts))
+        assert status == 200
+        await bot.settle()
+        assert bot_posts_per_thread(fake_slack) == {question.ts: 1}
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", "2147483648", "1" * 5000, "0", "-1", "١"])
+async def test_a_signed_button_press_whose_value_names_no_escalation_changes_nothing(
+    value: str, fake_slack: FakeSlackAPI, fake_anthropic: FakeAnthropicAPI, database_url: str,
+) -> None:
+    async with hostile_bot(fake_slack, fake_anthropic, database_url) as bot:
+        status = await bot.click("escalation_ack", value, user=ONCALL, channel=PAGES, message_ts=sp.now_ts())
+        assert status == 200
+        await bot.settle()
+        [note] = fake_slack.successful_calls_to("chat.postEphemeral")
+        assert "can't find escalation" in str(note.params["text"]) and len(str(note.params["text"])) < 200
+        assert fake_slack.successful_calls_to("chat.update") == []
+        async with bot.runtime.db.sessions() as session:
+            assert list((await session.execute(select(Escalation))).scalars()) == []
+
+
+def signed_at(body: bytes, timestamp: int) -> tuple[bytes, dict[str, str]]:
+    return body, {**sp.sign(body, sp.SIGNING_SECRET, timestamp), "Content-Type": "application/json"}
+
+
+# --- the dashboard and the CLI -------------------------------------------------------------------------------
+
+HUGE = "99999999999999999999999"
+
+
+@pytest.fixture
+async def dashboard(database_url: str, config: Config) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """`supportbot serve` in local mode on loopback (no token), with one answered conversation."""
+    server = await start_server(Settings(database_url=database_url), config, host="127.0.0.1", port=0,
+                                instance_id="dashboard-1")
+    try:
+        await server.runtime.pipeline.handle(InboundMessage(
+            source="slack", team="T0", channel="C0", user="U0", text="I was charged twice", ts="1700000000.000100",
+            event_id="Ev0DASH"))
+        jar = aiohttp.CookieJar(unsafe=True)  # keeps the session cookie of a server on an IP address
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20), cookie_jar=jar) as http:
+            yield server.url, http
+    finally:
+        await server.stop()
+
+
+DASHBOARD_REQUESTS = [  # method, path, expected status
+    ("GET", f"/decisions?page={HUGE}", 400),
+    ("GET", f"/api/decisions?page={HUGE}", 400),
+    ("GET", "/api/decisions?page=" + "9" * 5000, 400),
+    ("GET", "/api/decisions?page=1e9", 400),
+    ("GET", "/api/decisions?page=%EF%BC%91", 400),  # a full-width digit one
+    ("GET", "/decisions?since=99999999999d", 400),
+    ("GET", "/dashboard?since=99999999999d", 400),
+    ("GET", "/api/decisions?since=99999999999d", 400),
+    ("GET", "/api/decisions?until=9999999999w", 400),
+    ("GET", "/api/decisions?since=" + "9" * 5000 + "d", 400),
+    ("GET", "/api/stats?since=99999999999d", 400),
+    ("GET", "/api/decisions?confidence_below=nan", 400),
+    ("GET", f"/conversations/{HUGE}", 404),
+    ("GET", "/conversations/2147483648", 404),
+    ("GET", "/conversations/0", 404),
+    ("GET", f"/api/conversations/{HUGE}", 404),
+    ("GET", f"/conversations/1?corrected={'9' * 5000}", 200),
+    ("POST", f"/api/decisions/{HUGE}/correction", 404),
+    ("POST", f"/api/playground/escalations/{HUGE}/acknowledge", 404),
+]
+
+
+DASHBOARD_BODIES = [  # path, body, expected status
+    ("/api/decisions/1/correction", nested(100_000), 400),
+    ("/api/decisions/1/correction", b"[]", 400),
+    ("/api/playground/messages", nested(100_000), 400),
+    ("/api/playground/messages", b'{"text": "x", "thread_ts": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400),
+    ("/api/playground/messages", b'{"text": "x", "thread_ts": "' + b"9" * 100 + b'"}', 400),
+    ("/api/playground/messages", b'{"text": "x", "thread_ts": 1700000000.1}', 400),
+    ("/api/playground/staff-replies", b'{"text": "x", "thread_ts": "' + b"1." * 500 + b'"}', 400),
+]
+
+
+async def test_hostile_dashboard_requests_get_a_clear_4xx_and_nothing_is_stored(
+    dashboard: tuple[str, aiohttp.ClientSession],
+) -> None:
+    url, http = dashboard
+    async with http.get(f"{url}/decisions") as page:
+        html = await page.text()
+        csrf = html.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "application/json"}
+    for path, body, expected in DASHBOARD_BODIES:
+        async with http.post(url + path, data=body, headers=headers) as response:
+            text = await response.text()
+            assert response.status == expected, f"POST {path} {body[:30]!r}: {response.status} {text[:200]}"
+    for method, path, expected in DASHBOARD_REQUESTS:
+        async with http.request(method, url + path, json={"route": "sales"}, headers=headers) as response:
+            text = await response.text()
+            assert response.status == expected, f"{method} {path[:60]}: {response.status} {text[:200]}"
+            assert "Traceback" not in text and response.headers["X-Content-Type-Options"] == "nosniff"
+    async with http.get(f"{url}/api/decisions") as response:
+        [decision] = (await response.json())["decisions"]
+    assert decision["route"] == decision["original_route"]  # no correction was stored
+    async with http.get(f"{url}/api/playground/state") as response:
+        assert (await response.json())["threads"] == []  # and no playground message
+    async with http.get(f"{url}/api/decisions?limit={HUGE}") as response:
+        assert response.status == 200 and (await response.json())["limit"] == 500
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_logs_with_a_time_too_far_back_is_a_clear_error(option: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ANTHROPIC_", "SUPPORTBOT_"))}
+    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'logs.db'}"
+    for value in ("99999999999d", "9" * 5000 + "h", "3000000d"):
+        result = subprocess.run([sys.executable, "-m", "bot.cli", "logs", option, value], env=env, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert result.returncode == 2, (value[:20], result.stderr[-500:])
+        assert "before year 1" in result.stderr and "Traceback" not in result.stderr

@@ -75,7 +75,7 @@ async def test_list_filters_match_the_logs_filters(client: TestClient, filled: F
 async def test_bad_filter_values_are_explained(client: TestClient) -> None:
     page = await client.get("/decisions?since=yesterday-ish&escalated=maybe")
     html = await page.text()
-    assert page.status == 200 and "cannot read" in html and "use yes or no" in html
+    assert page.status == 400 and "cannot read" in html and "use yes or no" in html
     api = await client.get("/api/decisions?since=yesterday-ish")
     assert api.status == 400 and "since" in (await api.json())["error"]
     unknown = await client.get("/api/decisions?route=refunds")
