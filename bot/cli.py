@@ -171,6 +171,8 @@ def _print_result(result: Any) -> None:
     console.print(f"[bold]route:[/] {result.route} ({result.confidence:.2f}, {result.decided_by}{voted}{escalated})",
                   highlight=False)
     console.print(Text.assemble(("bot> ", "bold green"), result.reply or ""), highlight=False)
+    for citation in result.citations:
+        console.print(Text.assemble(("source: ", "dim"), citation.title, " — ", citation.source), highlight=False)
 
 
 # --- logs ------------------------------------------------------------------------------------

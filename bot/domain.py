@@ -175,5 +175,7 @@ class ProcessResult:
     reply: str | None = None
     escalation_id: int | None = None
     vote: VoteResult | None = None
+    # The pages of the team's docs the reply was grounded in.
+    citations: tuple[Citation, ...] = ()
     duplicate: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)

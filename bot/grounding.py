@@ -25,6 +25,8 @@ log = structlog.get_logger(__name__)
 # Whether any source exists is looked up again after this long, so docs added with `supportbot kb add`
 # while the bot runs are used without a restart.
 SOURCES_RECHECK_S = 30.0
+# A page is given to the model (and cited) when it scores at least this share of the best page's score.
+RELATIVE_SCORE = 0.5
 
 
 class Knowledge:
@@ -49,8 +51,10 @@ class Knowledge:
         if result.abstained:
             log.info("knowledge_missing", relevance=round(result.relevance, 3))
             return Grounding()
+        best = max(hit.score for hit in result.hits)
+        # Pages far behind the best one are other topics that share a few words: neither given nor cited.
         return Grounding(tuple(Document(title=hit.title, heading=hit.heading, source=hit.source, text=hit.text,
-                                        score=hit.score) for hit in result.hits))
+                                        score=hit.score) for hit in result.hits if hit.score >= RELATIVE_SCORE * best))
 
     async def _any_sources(self) -> bool:
         now = self._clock.monotonic()

@@ -19,9 +19,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Config
-from bot.domain import Answer, InboundMessage, PostedMessage, ProcessResult, ThreadState, Turn, VoteResult
+from bot.domain import (
+    Answer,
+    Citation,
+    Document,
+    Grounding,
+    InboundMessage,
+    PostedMessage,
+    ProcessResult,
+    ThreadState,
+    Turn,
+    VoteResult,
+)
 from bot.errors import LLMError, TransportError
 from bot.escalation import EscalationRequest, EscalationService
+from bot.grounding import Knowledge
 from bot.llm.base import LLM
 from bot.metrics import Metrics
 from bot.ports import ChatPort
@@ -50,6 +62,9 @@ FAILURE_NOTE = ("Sorry, something went wrong on my side while answering. I've as
                 "support team to pick this up here.")
 LLM_DOWN_NOTE = ("Sorry, I can't draft an answer right now (our AI service isn't responding). I've "
                  "asked a person from the support team to reply in this thread.")
+NO_DOCS_NOTE = "_Our docs don't cover this question, so this is general guidance, not documented policy._"
+NO_DOCS_ESCALATED = ("I couldn't find this in our docs, so I've asked a person from the support team to answer "
+                     "here rather than guess.")
 VOTE_NOTE = ("Thanks, I want a person to double-check the answer to this one. I've asked someone "
              "from the support team to reply in this thread.")
 
@@ -77,11 +92,26 @@ class Handled:
     stream: AnswerStreamer | None = None
 
 
+def grounded_answer(text: str, grounding: Grounding | None) -> Answer:
+    """The answer with the pages it was grounded in; when the docs do not cover it, it says so first."""
+    if grounding is not None and grounding.missing and not text.startswith(NO_DOCS_NOTE):
+        text = f"{NO_DOCS_NOTE}\n\n{text}"
+    return Answer(text, citations=grounding.citations if grounding is not None else ())
+
+
+def recorded_citations(decision: DecisionRow | None) -> tuple[Citation, ...]:
+    """The citations of an answer decided before a crash, from what its decision recorded."""
+    if decision is None or not decision.sources:
+        return ()
+    return Grounding(tuple(Document(str(s.get("title", "")), str(s.get("heading", "")), str(s.get("source", "")),
+                                    "", 0.0) for s in decision.sources)).citations
+
+
 class Pipeline:
     def __init__(
         self, *, config: Config, db: Database, router: Router, handlers: HandlerRegistry, voter: Voter,
         escalations: EscalationService, chat: ChatPort, llm: LLM, clock: Clock, metrics: Metrics,
-        instance_id: str, lease: timedelta = DEFAULT_LEASE,
+        instance_id: str, lease: timedelta = DEFAULT_LEASE, knowledge: Knowledge | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -95,6 +125,7 @@ class Pipeline:
         self.metrics = metrics
         self.instance_id = instance_id
         self.lease = lease
+        self.knowledge = knowledge
 
     # --- entry points -------------------------------------------------------------------------
 
@@ -242,7 +273,8 @@ class Pipeline:
         if event.reply_intent is not None:
             # Recovering after a crash mid-delivery: say what was decided then, nothing new.
             outcome: Outcome = event.outcome or "replied"  # type: ignore[assignment]
-            handled = Handled(Answer(event.reply_intent, "reply" if outcome == "replied" else "notice"), outcome)
+            handled = Handled(Answer(event.reply_intent, "reply" if outcome == "replied" else "notice",
+                                     citations=recorded_citations(loaded.existing)), outcome)
         else:
             handled = await self._handle(event, msg, thread, decision, decision_id)
         latency_ms = await self._deliver(event, msg, handled, thread.conversation_id, decision_id)
@@ -254,6 +286,7 @@ class Pipeline:
             outcome="escalated" if handled.outcome == "escalated" else "replied",
             route=decision.route, confidence=decision.confidence, decided_by=decision.decided_by,
             reason=decision.reason, reply=handled.answer.text, escalation_id=handled.escalation_id, vote=handled.vote,
+            citations=handled.answer.citations,
         )
 
     async def _load_thread(self, session: AsyncSession, msg: InboundMessage, now: datetime) -> LoadedThread:
@@ -325,13 +358,21 @@ class Pipeline:
             trigger: Trigger = "rule" if decision.decided_by == "rules" else "route"
             escalation_id = await self._escalate(msg, thread, decision, decision_id, trigger, decision.reason)
             return Handled(Answer(handler.acknowledgement(), "notice"), "escalated", escalation_id)
+        grounding = await self._ground(msg, decision.route, decision_id)
+        if grounding is not None and grounding.missing and self.config.knowledge.on_missing == "escalate":
+            escalation_id = await self._escalate(msg, thread, decision, decision_id, "no_docs",
+                                                 "the team's docs do not cover this question")
+            return Handled(Answer(NO_DOCS_ESCALATED, "notice"), "escalated", escalation_id)
+        stream = None
         try:
             vote_reason = self.voter.reason_to_vote(handler, msg.text, decision.confidence)
             if vote_reason is not None:
-                return await self._vote(msg, thread, decision, decision_id, handler, vote_reason)
+                return await self._vote(msg, thread, decision, decision_id, handler, vote_reason, grounding)
             stream = self._streamer(event, msg)
-            draft = await handler.draft(self.llm, thread.history, msg.text,
-                                        conversation_id=thread.conversation_id, stream_to=stream)
+            if stream is not None and grounding is not None and grounding.missing:
+                await stream.write(NO_DOCS_NOTE + "\n\n")
+            draft = await handler.draft(self.llm, thread.history, msg.text, conversation_id=thread.conversation_id,
+                                        stream_to=stream, grounding=grounding)
         except LLMError as exc:
             log.warning("llm_failed", kind=exc.kind, error=str(exc))
             escalation_id = await self._escalate(msg, thread, decision, decision_id, "llm_failure",
@@ -341,7 +382,23 @@ class Pipeline:
             escalation_id = await self._escalate(msg, thread, decision, decision_id, "llm_failure",
                                                  "the LLM returned an empty reply")
             return Handled(Answer(LLM_DOWN_NOTE, "notice"), "escalated", escalation_id, stream=stream)
-        return Handled(Answer(draft.text), "replied", stream=stream)
+        return Handled(grounded_answer(draft.text, grounding), "replied", stream=stream)
+
+    async def _ground(self, msg: InboundMessage, route: str, decision_id: int) -> Grounding | None:
+        """The team's docs on the question, recorded with the decision; None when the route has none (or the
+        knowledge base fails: the persona then answers as it did before knowledge existed)."""
+        if self.knowledge is None:
+            return None
+        try:
+            grounding = await self.knowledge.ground(msg.text, route)
+        except Exception as exc:  # a broken index must not cost the customer an answer
+            log.warning("knowledge_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
+            return None
+        if grounding is not None:
+            async with self.db.sessions.begin() as session:
+                await repo.set_grounding(session, decision_id, grounding="missing" if grounding.missing
+                                         else "documents", sources=grounding.as_record())
+        return grounding
 
     def _streamer(self, event: InboundEvent, msg: InboundMessage) -> AnswerStreamer | None:
         """A streamer for this message's answer, when the chat streams and no earlier attempt started one."""
@@ -356,10 +413,11 @@ class Pipeline:
 
     async def _vote(
         self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision, decision_id: int,
-        handler: PersonaHandler, vote_reason: str,
+        handler: PersonaHandler, vote_reason: str, grounding: Grounding | None,
     ) -> Handled:
         started = self.clock.monotonic()
-        result = await self.voter.vote(handler, thread.history, msg.text, conversation_id=thread.conversation_id)
+        result = await self.voter.vote(handler, thread.history, msg.text, conversation_id=thread.conversation_id,
+                                       grounding=grounding)
         async with self.db.sessions.begin() as session:
             await repo.add_vote(session, Vote(
                 decision_id=decision_id, strategy=result.strategy, samples_requested=len(result.samples),
@@ -376,7 +434,7 @@ class Pipeline:
                                                  "llm_failure" if outage else "vote", result.reason, drafts=drafts)
             return Handled(Answer(LLM_DOWN_NOTE if outage else VOTE_NOTE, "notice"), "escalated", escalation_id,
                            vote=result)
-        return Handled(Answer(result.chosen), "replied", vote=result)
+        return Handled(grounded_answer(result.chosen, grounding), "replied", vote=result)
 
     async def _escalate(
         self, msg: InboundMessage, thread: ThreadState, decision: RouteDecision | None, decision_id: int | None,

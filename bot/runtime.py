@@ -13,6 +13,7 @@ import structlog
 from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.escalation import EscalationService
+from bot.grounding import Knowledge
 from bot.llm.base import LLM
 from bot.llm.breaker import CircuitBreaker
 from bot.llm.fallback import FallbackLLM
@@ -134,6 +135,7 @@ async def build_runtime(
         config=config, db=db, router=build_router(config, stack, local), handlers=HandlerRegistry(config),
         voter=Voter(config, stack), escalations=escalations, chat=chat, llm=stack, clock=clock,
         metrics=metrics, instance_id=instance, lease=timedelta(seconds=settings.supportbot_lease_s),
+        knowledge=Knowledge(db, config, clock),
     )
     dispatcher = Dispatcher(pipeline, concurrency=config.bot.max_concurrency, metrics=metrics, clock=clock)
     log.info("runtime_ready", llm=stack.provider, router=config.router.mode, database=db.dialect,

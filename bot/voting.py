@@ -11,7 +11,7 @@ from typing import Literal
 import structlog
 
 from bot.config import Config
-from bot.domain import Turn, VoteResult, VoteSample
+from bot.domain import Grounding, Turn, VoteResult, VoteSample
 from bot.errors import LLMError
 from bot.llm.base import LLM, ChatMessage, LLMRequest, ToolSpec, fenced
 from handlers.persona import PersonaHandler
@@ -91,11 +91,13 @@ class Voter:
         return None
 
     async def vote(
-        self, handler: PersonaHandler, history: Sequence[Turn], text: str, *, conversation_id: int | None
+        self, handler: PersonaHandler, history: Sequence[Turn], text: str, *, conversation_id: int | None,
+        grounding: Grounding | None = None,
     ) -> VoteResult:
+        """Every sample sees the same thread and the same passages of the team's docs."""
         request = handler.request(
             history, text, purpose="vote", conversation_id=conversation_id, tool=VERDICT_TOOL,
-            temperature=self._voting.temperature, extra_system=VOTE_INSTRUCTIONS,
+            temperature=self._voting.temperature, extra_system=VOTE_INSTRUCTIONS, grounding=grounding,
         )
         samples = await asyncio.gather(
             *(self._sample(index, request) for index in range(self._voting.samples))

@@ -320,12 +320,17 @@ async def add_decision(session: AsyncSession, decision: RouteDecision) -> int:
 
 async def finish_decision(
     session: AsyncSession, decision_id: int, *, outcome: str, reply_text: str | None,
-    escalated: bool, latency_ms: float | None, grounding: str | None = None,
-    sources: list[dict[str, object]] | None = None,
+    escalated: bool, latency_ms: float | None,
 ) -> None:
     await session.execute(_DECISION_BY_ID, {
         "b_id": decision_id, "outcome": outcome, "reply_text": reply_text, "escalated": escalated,
-        "latency_ms": latency_ms, "grounding": grounding, "sources": sources or []})
+        "latency_ms": latency_ms})
+
+
+async def set_grounding(session: AsyncSession, decision_id: int, *, grounding: str,
+                        sources: list[dict[str, object]]) -> None:
+    """What the docs gave this decision's answer, recorded before the answer is drafted."""
+    await session.execute(_DECISION_BY_ID, {"b_id": decision_id, "grounding": grounding, "sources": sources})
 
 
 async def add_vote(session: AsyncSession, vote: Vote, samples: Sequence[VoteSampleRow]) -> Vote:

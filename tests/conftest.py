@@ -15,6 +15,9 @@ from bot.config import Config, load_config, parse_config
 from bot.local_chat import LocalChat
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from tests.fakes import slack_payloads as sp
+from tests.fakes.anthropic_api import FakeAnthropicAPI
+from tests.fakes.slack_api import FakeSlackAPI
 
 PG_URL = os.environ.get("SUPPORTBOT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 ENV_PREFIXES = ("SLACK_", "ANTHROPIC_", "DATABASE_URL", "SUPPORTBOT_")
@@ -123,3 +126,35 @@ async def runtime(settings: Settings, config: Config) -> AsyncIterator[Runtime]:
         yield built
     finally:
         await built.close()
+
+
+# --- the fakes of Slack and Anthropic, on 127.0.0.1 ---------------------------------------------------------
+
+ANTHROPIC_KEY = "sk-ant-dummy"
+BOT_TOKEN = "xoxb-test"
+APP_TOKEN = "xapp-test"
+ONCALL_GROUP = {"S0ONCALL": ["U0GROUP1", "U0GROUP2"]}
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlackAPI]:
+    """The Slack Web API and Socket Mode, played on 127.0.0.1 (with an on-call user group)."""
+    async with FakeSlackAPI(usergroups=ONCALL_GROUP) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_anthropic() -> AsyncIterator[FakeAnthropicAPI]:
+    """The Anthropic Messages and Batches APIs on 127.0.0.1, speaking the real wire format."""
+    async with FakeAnthropicAPI(api_key=ANTHROPIC_KEY) as api:
+        yield api
+
+
+def slack_settings(fake: FakeSlackAPI, database_url: str, *, socket_mode: bool = False) -> Settings:
+    """Settings as an operator gives them for Slack (HTTP mode, or Socket Mode), pointed at the fake."""
+    return Settings(
+        database_url=database_url, slack_bot_token=BOT_TOKEN,  # type: ignore[arg-type]
+        slack_signing_secret=sp.SIGNING_SECRET,  # type: ignore[arg-type]
+        slack_app_token=APP_TOKEN if socket_mode else None,  # type: ignore[arg-type]
+        slack_api_url=fake.url,
+    )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
-from bot.knowledge.search import Hit
 from bot.knowledge.text import query_terms, terms
 
 MAX_ANSWER_CHARS = 600
@@ -36,7 +36,23 @@ def _units(passage: str) -> list[str]:
     return units
 
 
-def extract(question: str, hit: Hit, max_chars: int = MAX_ANSWER_CHARS) -> ExtractiveAnswer:
+class Passage(Protocol):
+    """What an extract is cut from: a search hit, or a passage given to the model."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def heading(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+def extract(question: str, hit: Passage, max_chars: int = MAX_ANSWER_CHARS) -> ExtractiveAnswer:
     """The passage's sentence sharing most of the question's words, with what follows it, up to `max_chars`."""
     wanted = {_stem(word) for word in query_terms(question)}
     units = _units(hit.text)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from bot.domain import Document
 from bot.vocabulary import Purpose
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class LLMRequest:
     max_retries: int | None = None
     # Where the text goes as it is written (plain replies only); the response still carries all of it.
     stream_to: TextSink | None = None
+    # The team's passages the prompt quotes, for a provider that answers from them without reading prompts.
+    documents: tuple[Document, ...] = ()
 
 
 @dataclass(frozen=True)

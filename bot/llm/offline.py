@@ -36,11 +36,11 @@ class OfflineLLM:
         reply = ""
         if request.tool is None:
             # Not streamed (`request.stream_to` is left alone): a canned answer is whole at once.
-            reply = self._persona_reply(request.route, text)
+            reply = self._reply(request, text)
         elif request.tool.name == "route_message":
             tool_input = self._route(text, request.tool.input_schema)
         elif request.tool.name == "submit_verdict":
-            tool_input = {"verdict": "reply", "draft": self._persona_reply(request.route, text),
+            tool_input = {"verdict": "reply", "draft": self._reply(request, text),
                           "reason": "offline provider always drafts the templated reply"}
         elif request.tool.name == "pick_best_draft":
             tool_input = {"best": 0, "reason": "offline provider picks the first draft"}
@@ -58,6 +58,17 @@ class OfflineLLM:
             usage=usage,
             stop_reason="tool_use" if tool_input is not None else "end_turn",
         )
+
+    def _reply(self, request: LLMRequest, text: str) -> str:
+        """The best passage of the team's docs, quoted with where it is from; else the persona's canned answer."""
+        if not request.documents:
+            return self._persona_reply(request.route, text)
+        from bot.knowledge.answer import extract
+
+        best = extract(text, request.documents[0])
+        where = f"**{best.title}**" + (f" ({best.heading})" if best.heading and best.heading != best.title else "")
+        quote = "\n".join(f"> {line}" if line.strip() else ">" for line in best.text.splitlines())
+        return f"{OFFLINE_BANNER}\nFrom our docs, {where}:\n{quote}"
 
     def _persona_reply(self, route: str | None, text: str) -> str:
         routes = self._config.routes

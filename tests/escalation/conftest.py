@@ -19,7 +19,6 @@ from bot.slack.pages import page_blocks, page_text
 from storage.models import Escalation, EscalationEvent
 from tests.conftest import config_with
 from tests.fakes import slack_payloads as payloads
-from tests.fakes.slack_api import FakeSlackAPI
 
 ANGRY = "This is unacceptable, I will sue you and my lawyer will hear about this"
 CUSTOMER = "U0CUST"
@@ -145,14 +144,3 @@ async def make_runtime(sqlite_url: str, clock: ManualClock) -> AsyncIterator[Fac
     finally:
         for runtime in built:
             await runtime.close()
-
-
-@pytest.fixture
-async def fake_slack() -> AsyncIterator[FakeSlackAPI]:
-    async with FakeSlackAPI(usergroups={"S0ONCALL": ["U0GROUP1", "U0GROUP2"]}) as fake:
-        yield fake
-
-
-def slack_settings(fake: FakeSlackAPI, database_url: str) -> Settings:
-    return Settings(database_url=database_url, slack_bot_token="xoxb-test-token",
-                    slack_signing_secret=payloads.SIGNING_SECRET, slack_api_url=fake.url)

@@ -13,6 +13,7 @@ from bot.config import Config, load_config
 from bot.escalation import ACK_ACTION, RESOLVE_ACTION
 from bot.runtime import Runtime, build_runtime
 from bot.slack.transport import open_slack_chat
+from tests.conftest import slack_settings
 from tests.escalation.conftest import (
     BASE_TOML,
     CUSTOMER,
@@ -23,7 +24,6 @@ from tests.escalation.conftest import (
     customer_message,
     escalation,
     escalation_config,
-    slack_settings,
 )
 from tests.fakes.slack_api import FakeSlackAPI, SlackMessage
 

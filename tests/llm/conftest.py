@@ -21,9 +21,10 @@ from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
 from storage.engine import Database, open_database, upgrade
 from storage.models import LLMCall
+from tests.conftest import ANTHROPIC_KEY
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 
-DUMMY_KEY = "sk-ant-dummy"
+DUMMY_KEY = ANTHROPIC_KEY
 # Short budgets so failure paths finish fast; the fake's retry-after hints are 10 ms.
 FAST_LLM = """
 [slack]
@@ -44,13 +45,6 @@ def config_from(toml: str = "") -> Config:
         for section, values in tomllib.loads(layer).items():
             data[section] = {**data[section], **values} if isinstance(values, dict) else values
     return Config.model_validate(data)
-
-
-@pytest.fixture
-async def fake_anthropic() -> AsyncIterator[FakeAnthropicAPI]:
-    """The Anthropic Messages and Batches APIs on 127.0.0.1, speaking the real wire format."""
-    async with FakeAnthropicAPI(api_key=DUMMY_KEY) as api:
-        yield api
 
 
 @pytest.fixture

@@ -25,21 +25,19 @@ from sqlalchemy import select
 
 from storage.engine import open_database
 from storage.models import InboundEvent
+from tests.conftest import BOT_TOKEN
 from tests.fakes import slack_payloads as sp
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 from tests.fakes.slack_api import FakeSlackAPI, SlackMessage
-from tests.slack.conftest import (  # noqa: F401  (fixtures shared with the Slack tests)
-    BOT_TOKEN,
+from tests.slack.conftest import (  # noqa: F401  (a fixture shared with the Slack tests)
     CUSTOMER,
     ONCALL,
     PAGES,
     STAFF,
     SUPPORT,
-    fake_slack,
     slack_config,
 )
 
-ANTHROPIC_KEY = "sk-ant-reliability-0123456789"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
@@ -210,13 +208,6 @@ async def spawn_serve(tmp_path: Path) -> AsyncIterator[SpawnServe]:
                     process.kill()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(process.wait(), 5)
-
-
-@pytest.fixture
-async def fake_anthropic() -> AsyncIterator[FakeAnthropicAPI]:
-    """The Anthropic API on 127.0.0.1; timeouts it plays last longer than the clients' `timeout_s`."""
-    async with FakeAnthropicAPI(api_key=ANTHROPIC_KEY, timeout_delay_s=5.0) as api:
-        yield api
 
 
 def write_config(tmp_path: Path, *, escalation: str = "", extra: str = "") -> Path:

@@ -17,6 +17,7 @@ from bot.clock import ManualClock
 from bot.config import Config, parse_config
 from bot.web.server import start_server
 from storage.models import Escalation, LLMCall, RouteDecision
+from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 from tests.fakes.slack_api import FakeSlackAPI
@@ -30,7 +31,7 @@ from tests.reliability.conftest import (
     seed_questions,
     wait_until,
 )
-from tests.slack.conftest import SlackBotHarness, running_bot, slack_settings
+from tests.slack.conftest import SlackBotHarness, running_bot
 
 pytestmark = pytest.mark.timeout(90)
 

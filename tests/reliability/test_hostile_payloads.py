@@ -32,6 +32,7 @@ from bot.slack.events import MAX_TEXT_CHARS
 from bot.web.server import start_server
 from storage import repositories as repo
 from storage.models import Escalation, InboundEvent, RouteDecision
+from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest
 from tests.fakes.slack_api import FakeSlackAPI
@@ -44,7 +45,7 @@ from tests.reliability.conftest import (
     bot_posts_per_thread,
     seed_questions,
 )
-from tests.slack.conftest import SlackBotHarness, reply_text, slack_settings
+from tests.slack.conftest import SlackBotHarness, reply_text
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,10 +17,10 @@ from bot.clock import Clock, ManualClock
 from bot.config import Config, load_config
 from bot.llm.base import LLM
 from bot.runtime import Runtime
-from bot.settings import Settings
 from bot.slack.app import SlackBot
 from bot.web.server import RunningServer, start_server
 from storage.models import InboundEvent
+from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import FakeSlackAPI, SlackCall, SlackMessage
 
@@ -32,15 +32,6 @@ COLLEAGUE = "U0CAROL"
 STAFF = "U0STAFF"
 ONCALL = "U0ONCALL"
 STRANGER = "U0BOB"
-BOT_TOKEN = "xoxb-test"
-APP_TOKEN = "xapp-test"
-
-@pytest.fixture
-async def fake_slack() -> AsyncIterator[FakeSlackAPI]:
-    """The Slack Web API and Socket Mode, played on 127.0.0.1."""
-    async with FakeSlackAPI() as fake:
-        yield fake
-
 
 @pytest.fixture
 def slack_config() -> Config:
@@ -50,15 +41,6 @@ def slack_config() -> Config:
         "bot": base.bot.model_copy(update={"support_channels": [SUPPORT], "staff": [STAFF]}),
         "escalation": base.escalation.model_copy(update={"oncall": [ONCALL], "channel": PAGES}),
     })
-
-
-def slack_settings(fake: FakeSlackAPI, database_url: str, *, socket_mode: bool = False) -> Settings:
-    return Settings(
-        database_url=database_url, slack_bot_token=BOT_TOKEN,  # type: ignore[arg-type]
-        slack_signing_secret=sp.SIGNING_SECRET,  # type: ignore[arg-type]
-        slack_app_token=APP_TOKEN if socket_mode else None,  # type: ignore[arg-type]
-        slack_api_url=fake.url,
-    )
 
 
 @dataclass

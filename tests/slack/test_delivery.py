@@ -17,9 +17,10 @@ from bot.slack.transport import SlackSetupError, open_slack_chat
 from bot.vocabulary import EscalationState
 from bot.web.server import start_server
 from storage.models import InboundEvent
+from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import DROPPED, FakeSlackAPI
-from tests.slack.conftest import CUSTOMER, SUPPORT, SlackBotHarness, running_bot, slack_settings
+from tests.slack.conftest import CUSTOMER, SUPPORT, SlackBotHarness, running_bot
 
 pytestmark = pytest.mark.timeout(30)
 

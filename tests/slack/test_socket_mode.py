@@ -12,9 +12,10 @@ from bot.clock import ManualClock
 from bot.config import Config
 from bot.web.server import RunningServer, start_server
 from storage.models import InboundEvent
+from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.slack.conftest import CUSTOMER, OTHER, SUPPORT, slack_settings
+from tests.slack.conftest import CUSTOMER, OTHER, SUPPORT
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -10,9 +10,10 @@ from bot.clock import ManualClock
 from bot.config import Config, load_config
 from bot.errors import ConfigError
 from bot.web.server import start_server
+from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.slack.conftest import CUSTOMER, SUPPORT, running_bot, slack_settings
+from tests.slack.conftest import CUSTOMER, SUPPORT, running_bot
 
 
 async def test_slack_mode_without_anyone_to_page_is_refused(fake_slack: FakeSlackAPI, sqlite_url: str) -> None:

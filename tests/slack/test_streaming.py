@@ -12,9 +12,10 @@ import pytest
 from bot.clock import SystemClock
 from bot.config import Config
 from bot.slack.blocks import REPLY_EVENT_TYPE
+from tests.conftest import slack_settings
 from tests.fakes.anthropic_api import FakeAnthropicAPI, text
 from tests.fakes.slack_api import FakeSlackAPI, SlackMessage
-from tests.slack.conftest import CUSTOMER, SUPPORT, SlackBotHarness, running_bot, slack_settings
+from tests.slack.conftest import CUSTOMER, SUPPORT, SlackBotHarness, running_bot
 
 ANSWER = ("Sorry about that! Uploads over 100 MB need the desktop app. Open it, drag the file in, and it "
           "uploads in parts, so a dropped connection resumes where it stopped instead of starting over.")

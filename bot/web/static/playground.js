@@ -110,6 +110,17 @@
       const li = el("li", { class: `item kind-${item.kind}`, "data-kind": item.kind, "data-ts": item.ts },
         el("header", null, el("strong", null, LABELS[item.kind] || item.kind), item.user ? ` ${item.user}` : ""),
         el("div", { class: item.streaming ? "body streaming" : "body" }, item.text));
+      if (item.sources && item.sources.length) {
+        const sources = el("div", { class: "sources" }, "Sources: ");
+        item.sources.forEach((source, index) => {
+          if (index) sources.append(" · ");
+          // Only http(s) links become anchors; a file is named, never linked.
+          sources.append(source.url && /^https?:\/\//.test(source.url)
+            ? el("a", { href: source.url, rel: "noopener noreferrer", target: "_blank" }, source.title)
+            : el("span", { title: source.source }, `${source.title} (${source.source})`));
+        });
+        li.append(sources);
+      }
       if (item.kind === "customer") {
         if (item.decision) li.append(decisionLine(item.decision));
         else if (item.status === "pending" || item.status === "processing") li.append(el("div", { class: "pending" }, "routing…"));
