@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 from bot.config import Config
-from bot.errors import LLMError, SupportbotError
+from bot.errors import LLMBadOutput, LLMError, SupportbotError
 from bot.llm.base import LLM, BatchProgress, ChatMessage, LLMRequest, ToolSpec, batch_capable, fenced
+from bot.llm.tools import TriageAnswer, Urgency, parse
 from bot.router.llm import escalation_criteria
 
 if TYPE_CHECKING:
@@ -32,10 +32,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-TRIAGE_TOOL_NAME = "triage_message"
-URGENCIES = ("low", "normal", "high")
+URGENCIES: tuple[Urgency, ...] = ("low", "normal", "high")
 MAX_TRIAGED_CHARS = 4_000
-MAX_THEMES = 5
 TOP_THEMES = 10
 # Slack subtypes that are still a person's own words; every other subtype (joins, bots, edits) is skipped.
 HUMAN_SUBTYPES = frozenset({"thread_broadcast", "file_share"})
@@ -254,28 +252,6 @@ def _opt(value: Any) -> str | None:
 # --------------------------------------------------------------------------- the prompt
 
 
-def triage_tool(routes: Sequence[str]) -> ToolSpec:
-    return ToolSpec(
-        name=TRIAGE_TOOL_NAME,
-        description="Record the triage of one customer message: route, summary, themes and urgency.",
-        input_schema={
-            "type": "object",
-            "properties": {
-                "route": {"type": "string", "enum": list(routes), "description": "the one best route"},
-                "summary": {"type": "string", "description": "one sentence, at most 25 words"},
-                "themes": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_THEMES,
-                           "description": "1-3 short lowercase topics, e.g. \"double charge\", \"login\""},
-                "urgency": {"type": "string", "enum": list(URGENCIES),
-                            "description": "high: angry, legal or regulator threats, security problems, work "
-                            "blocked or money lost; normal: someone waiting for help; low: questions, feedback"},
-                "confidence": {"type": "number", "minimum": 0, "maximum": 1,
-                               "description": "probability that the route is right"},
-            },
-            "required": ["route", "summary", "themes", "urgency", "confidence"],
-        },
-    )
-
-
 def triage_system_prompt(config: Config) -> str:
     lines = [
         "You triage a backlog of customer messages from a team's Slack support channel, one message at a "
@@ -298,8 +274,11 @@ class TriagePrompt:
     tool: ToolSpec = field(init=False)
     system: str = field(init=False)
 
+    answer: type[TriageAnswer] = field(init=False)
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tool", triage_tool(self.config.route_names))
+        object.__setattr__(self, "tool", TriageAnswer.tool(self.config.route_names))
+        object.__setattr__(self, "answer", TriageAnswer.for_routes(self.config.route_names))
         object.__setattr__(self, "system", triage_system_prompt(self.config))
 
     def request(self, item: TriageItem) -> LLMRequest:
@@ -308,48 +287,13 @@ class TriagePrompt:
                           max_tokens=400, tool=self.tool, temperature=0.0)
 
     def outcome(self, item: TriageItem, answer: Mapping[str, Any] | None) -> TriageOutcome:
-        parsed = parse_triage_answer(answer, self.config.route_names)
-        if isinstance(parsed, str):
-            log.warning("triage_answer_invalid", where=item.where, problem=parsed, answer=str(answer)[:200])
-            return TriageOutcome(item, error=f"bad_output: answer outside the schema ({parsed})")
-        route, summary, themes, urgency, confidence = parsed
-        return TriageOutcome(item, route=route, summary=summary, themes=themes, urgency=urgency,
-                             confidence=confidence)
-
-
-def parse_triage_answer(
-    answer: Mapping[str, Any] | None, routes: Sequence[str]
-) -> tuple[str, str, tuple[str, ...], str, float | None] | str:
-    """(route, summary, themes, urgency, confidence) when the tool input fits the schema, else what is wrong.
-
-    A missing confidence is no reason to lose the triage: it reads as None, and an exported label is
-    then flagged for review.
-    """
-    if not isinstance(answer, Mapping):
-        return "no tool input"
-    route = answer.get("route")
-    if not isinstance(route, str) or route.strip().lower() not in routes:
-        return f"route {route!r} is not one of {', '.join(routes)}"
-    summary = answer.get("summary")
-    if not isinstance(summary, str):
-        return "summary is missing"
-    themes = answer.get("themes")
-    if not isinstance(themes, list) or not all(isinstance(theme, str) for theme in themes):
-        return "themes is not a list of strings"
-    urgency = answer.get("urgency")
-    if not isinstance(urgency, str) or urgency.strip().lower() not in URGENCIES:
-        return f"urgency {urgency!r} is not one of {', '.join(URGENCIES)}"
-    confidence = answer.get("confidence")
-    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, int | float)
-                                   or not 0.0 <= confidence <= 1.0):
-        return f"confidence {confidence!r} is not a number from 0 to 1"
-    cleaned = tuple(dict.fromkeys(t for t in (normalize_theme(theme) for theme in themes) if t))[:MAX_THEMES]
-    return (route.strip().lower(), " ".join(summary.split())[:300], cleaned, urgency.strip().lower(),
-            None if confidence is None else float(confidence))
-
-
-def normalize_theme(theme: str) -> str:
-    return re.sub(r"\s+", " ", theme.strip().strip(".,;:!?\"'").lower())[:60]
+        try:
+            parsed = parse(self.answer, answer)
+        except LLMBadOutput as exc:
+            log.warning("triage_answer_invalid", where=item.where, problem=str(exc), answer=str(answer)[:200])
+            return TriageOutcome(item, error=f"bad_output: answer outside the schema ({exc})")
+        return TriageOutcome(item, route=parsed.route, summary=parsed.summary, themes=parsed.clean_themes,
+                             urgency=parsed.urgency, confidence=parsed.confidence)
 
 
 # --------------------------------------------------------------------------- running it

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from bot.errors import LLMError
 from bot.router.base import RouteDecision, RoutingContext
-from bot.router.llm import LLMRouter
+from bot.router.llm import LLMRouter, unusable
 from bot.router.local import LocalRouter
 from bot.router.rules import RulesRouter
 
@@ -85,26 +86,25 @@ class HybridRouter:
         why = self.deferral(guess)
         if why is None:
             return guess
-        asked = await self.llm.attempt(text, context)
-        elapsed = (time.perf_counter() - started) * 1000
-        if isinstance(asked, RouteDecision):
+        try:
+            asked = await self.llm.attempt(text, context)
+        except LLMError as exc:
+            # Claude gave nothing usable: the local guess stands, and the log says so.
             return RouteDecision(
-                route=asked.route,
-                confidence=asked.confidence,
-                decided_by="llm",
-                reason=f"{asked.reason} (asked because the {why}; local guess {guess.route} "
-                f"{guess.confidence:.2f})",
+                route=guess.route,
+                confidence=guess.confidence,
+                decided_by="hybrid",
+                reason=f"{unusable(exc)}; kept the local guess {guess.route} {guess.confidence:.2f}",
                 scores=guess.scores,
-                llm_calls=asked.llm_calls,
-                latency_ms=elapsed,
+                llm_calls=1,
+                latency_ms=(time.perf_counter() - started) * 1000,
             )
-        # Claude gave nothing usable: the local guess stands, and the log says so.
         return RouteDecision(
-            route=guess.route,
-            confidence=guess.confidence,
-            decided_by="hybrid",
-            reason=f"{asked}; kept the local guess {guess.route} {guess.confidence:.2f}",
+            route=asked.route,
+            confidence=asked.confidence,
+            decided_by="llm",
+            reason=f"{asked.reason} (asked because the {why}; local guess {guess.route} {guess.confidence:.2f})",
             scores=guess.scores,
-            llm_calls=1,
-            latency_ms=elapsed,
+            llm_calls=asked.llm_calls,
+            latency_ms=(time.perf_counter() - started) * 1000,
         )

@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import structlog
 
 from bot.config import Config
-from bot.errors import LLMBadOutput, LLMError
-from bot.llm.base import LLM, ChatMessage, LLMRequest, ToolSpec, fenced
+from bot.errors import LLMError
+from bot.llm.base import LLM, ChatMessage, LLMRequest, fenced
+from bot.llm.tools import RouteAnswer, parse
 from bot.router.base import RouteDecision, RoutingContext
 
 log = structlog.get_logger(__name__)
 
-ROUTE_TOOL_NAME = "route_message"
 MAX_ROUTED_CHARS = 4_000
-
-
-def route_tool(routes: list[str]) -> ToolSpec:
-    return ToolSpec(
-        name=ROUTE_TOOL_NAME,
-        description="Record which support route should handle the customer's message.",
-        input_schema={
-            "type": "object",
-            "properties": {
-                "route": {"type": "string", "enum": routes, "description": "the one best route"},
-                "confidence": {"type": "number", "minimum": 0, "maximum": 1,
-                               "description": "probability that the route is right"},
-                "reason": {"type": "string", "description": "one short sentence"},
-            },
-            "required": ["route", "confidence", "reason"],
-        },
-    )
 
 
 ESCALATION_CRITERIA = (
@@ -88,26 +68,26 @@ class LLMRouter:
     def __init__(self, config: Config, llm: LLM) -> None:
         self._config = config
         self._llm = llm
-        self._routes = config.route_names
-        self._tool = route_tool(self._routes)
+        self._answer = RouteAnswer.for_routes(config.route_names)
+        self._tool = RouteAnswer.tool(config.route_names)
         self._system = routing_system_prompt(config)
 
     async def route(self, text: str, context: RoutingContext | None = None) -> RouteDecision:
         started = time.perf_counter()
-        answer = await self.attempt(text, context)
-        if isinstance(answer, RouteDecision):
-            return answer
-        return RouteDecision(
-            route=self._config.fallback_route,
-            confidence=0.0,
-            decided_by="llm",
-            reason=f"{answer}; fell back to {self._config.fallback_route!r}",
-            llm_calls=1,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
+        try:
+            return await self.attempt(text, context)
+        except LLMError as exc:
+            return RouteDecision(
+                route=self._config.fallback_route,
+                confidence=0.0,
+                decided_by="llm",
+                reason=f"{unusable(exc)}; fell back to {self._config.fallback_route!r}",
+                llm_calls=1,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
 
-    async def attempt(self, text: str, context: RoutingContext | None = None) -> RouteDecision | str:
-        """Claude's decision, or why there is none (unavailable, or an answer outside the schema)."""
+    async def attempt(self, text: str, context: RoutingContext | None = None) -> RouteDecision:
+        """Claude's decision; raises LLMError when there is none (unavailable, or an answer outside the schema)."""
         started = time.perf_counter()
         context = context or RoutingContext()
         # The customer's earlier messages are context, fenced like the one to classify, which comes last.
@@ -126,47 +106,24 @@ class LLMRouter:
         )
         try:
             response = await self._llm.complete(request)
-        except LLMBadOutput as exc:
-            log.warning("llm_route_invalid", error=str(exc)[:300])
-            return f"LLM router answered outside the schema: {exc}"
+            answer = parse(self._answer, response.tool_input)
         except LLMError as exc:
-            log.warning("llm_route_unavailable", kind=exc.kind, error=str(exc)[:300])
-            return f"LLM router unavailable ({exc.kind}): {exc}"
-        parsed = parse_route_answer(response.tool_input, self._routes)
-        if isinstance(parsed, str):
-            log.warning("llm_route_invalid", problem=parsed, answer=str(response.tool_input)[:300])
-            return f"LLM router answered outside the schema ({parsed}): {str(response.tool_input)[:120]}"
-        route, confidence, reason = parsed
+            log.warning("llm_route_invalid" if exc.kind == "bad_output" else "llm_route_unavailable",
+                        kind=exc.kind, error=str(exc)[:300])
+            raise
         return RouteDecision(
-            route=route,
-            confidence=confidence,
+            route=answer.route,
+            confidence=answer.confidence,
             decided_by="llm",
-            reason=f"Claude ({response.model}): {reason}",
-            scores={route: confidence},
+            reason=f"Claude ({response.model}): {answer.reason}",
+            scores={answer.route: answer.confidence},
             llm_calls=1,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
 
 
-
-def parse_route_answer(answer: Mapping[str, Any] | None, routes: list[str]) -> tuple[str, float, str] | str:
-    """(route, confidence, reason) when the tool input fits the schema, else what is wrong with it."""
-    if not isinstance(answer, Mapping):
-        return "no tool input"
-    route = answer.get("route")
-    if not isinstance(route, str):
-        return "route is missing" if route is None else "route is not a string"
-    route = route.strip().lower()
-    if route not in routes:
-        return f"route {route!r} is not one of {', '.join(routes)}"
-    confidence = answer.get("confidence")
-    if confidence is None:
-        return "confidence is missing"
-    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
-        return "confidence is not a number"
-    if math.isnan(confidence) or not 0.0 <= confidence <= 1.0:
-        return f"confidence {confidence!r} is outside 0..1"
-    reason = answer.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        return "reason is not a string"
-    return route, float(confidence), (reason or "(no reason given)").strip()[:300]
+def unusable(exc: LLMError) -> str:
+    """Why the LLM router gave no decision, for the decision's reason."""
+    if exc.kind == "bad_output":
+        return f"LLM router answered outside the schema: {exc}"
+    return f"LLM router unavailable ({exc.kind}): {exc}"

@@ -45,9 +45,10 @@ async def test_claude_routes_with_a_forced_tool_enumerating_exactly_the_configur
     ("answer", "why"),
     [
         (tool_use("route_message", {"route": "refunds", "confidence": 0.9, "reason": "x"}), "is not one of"),
-        (tool_use("route_message", {"route": "billing", "reason": "no confidence"}), "confidence is missing"),
-        (tool_use("route_message", {"confidence": 0.9, "reason": "no route"}), "route is missing"),
-        (tool_use("route_message", {"route": "billing", "confidence": 85, "reason": "percent"}), "outside 0..1"),
+        (tool_use("route_message", {"route": "billing", "reason": "no confidence"}), "confidence: Field required"),
+        (tool_use("route_message", {"confidence": 0.9, "reason": "no route"}), "route: Field required"),
+        (tool_use("route_message", {"route": "billing", "confidence": 85, "reason": "percent"}),
+         "less than or equal to 1"),
         (text("billing"), "did not call route_message"),
     ],
     ids=["unknown-route", "missing-confidence", "missing-route", "confidence-out-of-range", "text-not-tool"],

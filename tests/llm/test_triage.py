@@ -152,7 +152,7 @@ async def test_triage_is_concurrent_within_its_bound_and_reports_failed_items(
     assert report.top_themes == (("api 401", 1), ("delivery", 1), ("double charge", 1), ("invoice", 1),
                                  ("no answer", 1), ("pricing", 1), ("vat", 1))
     errors = {o.item.where: o.error or "" for o in report.failures}
-    assert errors["backlog.jsonl:5"].startswith("bad_output: answer outside the schema (route 'refunds'")
+    assert errors["backlog.jsonl:5"].startswith("bad_output: answer outside the schema (route: 'refunds'")
     assert errors["backlog.jsonl:6"].startswith("bad_request:") and "cannot be processed" in errors["backlog.jsonl:6"]
     assert errors["backlog.jsonl:9"].startswith("input: not valid JSON")
     sent = fake_anthropic.requests_for(tool="triage_message")
