@@ -210,29 +210,29 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new decisions")] = False,
 ) -> None:
     """Review routing decisions, newest first (oldest first with --follow)."""
-    from storage.repositories import LogFilter
+    from bot.log_query import LogQuery
 
-    settings, _ = load_settings_and_config()
-    if decided_by and decided_by not in ("rules", "local", "llm", "hybrid", "correction"):
-        raise _fail("--decided-by must be one of rules, local, llm, hybrid, correction")
-    now = datetime.now(UTC)
-    filters = LogFilter(route=route, decided_by=decided_by, escalated=escalated, voted=voted,
-                        confidence_below=confidence_below, channel=channel, user=user,
-                        since=parse_since(since, now), until=parse_since(until, now), text=search, limit=limit)
-    _run(_logs(settings, filters, format, follow))
+    settings, config = load_settings_and_config()
+    query, errors = LogQuery.read(
+        {"route": route, "decided_by": decided_by, "escalated": escalated, "voted": voted,
+         "confidence_below": confidence_below, "channel": channel, "user": user, "since": since, "until": until,
+         "search": search}, routes=config.route_names, now=datetime.now(UTC))
+    if errors:
+        raise _fail("; ".join(f"--{error.replace('_', '-', error.index(':'))}" for error in errors))
+    _run(_logs(settings, query.filter(limit=limit), format, follow))
 
 
 async def _logs(settings: Settings, filters: Any, fmt: LogFormat, follow: bool) -> None:
     from dataclasses import replace
 
-    from storage import repositories as repo
+    from storage import review
     from storage.engine import open_database, upgrade
 
     await upgrade(settings.database_url)
     db = open_database(settings.database_url)
     try:
         async with db.sessions() as session:
-            rows = await repo.query_logs(session, filters)
+            rows = await review.query_logs(session, filters)
         rows.reverse() if follow else None
         emit = _log_emitter(fmt)
         emit(rows, True)
@@ -240,7 +240,7 @@ async def _logs(settings: Settings, filters: Any, fmt: LogFormat, follow: bool) 
         while follow:
             await asyncio.sleep(1.0)
             async with db.sessions() as session:
-                rows = await repo.query_logs(session, replace(filters, after_id=last, limit=1000), oldest_first=True)
+                rows = await review.query_logs(session, replace(filters, after_id=last, limit=1000), oldest_first=True)
             if rows:
                 emit(rows, False)
                 last = rows[-1].id

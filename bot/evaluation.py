@@ -30,7 +30,6 @@ from bot.router.base import RouteDecision
 from bot.router.hybrid import deferral
 from bot.settings import Settings
 
-ROUTER_MODES = ("rules", "local", "llm", "hybrid")
 CONCURRENCY = 8
 SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 

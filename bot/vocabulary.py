@@ -57,7 +57,6 @@ Verdict = Literal["reply", "needs_human", "error"]
 Purpose = Literal["route", "reply", "vote", "judge", "triage"]
 
 DECIDED_BY: tuple[DecidedBy, ...] = get_args(DecidedBy)
-ROUTER_MODES: tuple[RouterMode, ...] = get_args(RouterMode)
 
 
 def values(kind: object) -> tuple[str, ...]:

@@ -138,7 +138,7 @@ def test_bad_options_get_a_clear_error(env: dict[str, str]) -> None:
     since = logs(env, "--since", "last tuesday")
     assert since.exit_code == 2 and "cannot read 'last tuesday' as a time" in since.output
     by = logs(env, "--decided-by", "magic")
-    assert by.exit_code == 2 and "--decided-by must be one of" in by.output
+    assert by.exit_code == 2 and "--decided-by: use one of rules, local, llm, hybrid, correction" in by.output
     fmt = logs(env, "--format", "xml")
     assert fmt.exit_code == 2
 

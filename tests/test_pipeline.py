@@ -16,6 +16,7 @@ from bot.local_chat import LOCAL_PAGE_CHANNEL, LocalChat
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
 from storage import repositories as repo
+from storage import review
 from storage.models import Escalation, InboundEvent, LLMCall, Vote
 from tests.builders import chat_of, message
 
@@ -28,7 +29,7 @@ async def test_billing_question_is_voted_on_and_answered_in_thread(runtime: Runt
     posts = chat_of(runtime).posts_in("CSUPPORT", msg.ts)
     assert len(posts) == 1 and "billing specialist" in posts[0].text and "offline mode" in posts[0].text
     async with runtime.db.sessions() as session:
-        [row] = await repo.query_logs(session, repo.LogFilter())
+        [row] = await review.query_logs(session, review.LogFilter())
         votes = (await session.execute(select(Vote))).scalars().all()
         vote_calls = select(func.count()).select_from(LLMCall).where(LLMCall.purpose == "vote")
         calls = (await session.execute(vote_calls)).scalar_one()

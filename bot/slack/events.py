@@ -35,10 +35,6 @@ class SlackPost:
     mentions_bot: bool
 
     @property
-    def is_thread_reply(self) -> bool:
-        return self.thread_ts is not None
-
-    @property
     def in_dm(self) -> bool:
         return self.channel_type == "im"
 

@@ -18,8 +18,9 @@ import structlog
 from aiohttp import web
 
 from bot.runtime import Runtime
+from bot.vocabulary import DECIDED_BY
 from bot.web import charts
-from bot.web.filters import DECIDED_BY, FilterForm, parse_filters
+from bot.web.filters import FilterForm, parse_filters
 from bot.web.review import call_fact, review_json, thread_view
 from bot.web.security import (
     ACCESS_KEY,
@@ -35,6 +36,7 @@ from bot.web.security import (
 from bot.web.stats import DashboardStats, build_stats, call_cost
 from bot.web.throttle import TokenThrottle
 from storage import repositories as repo
+from storage import review as reviewing
 from storage.models import RouteCorrection, RouteDecision, parse_row_id
 
 if TYPE_CHECKING:
@@ -296,8 +298,8 @@ async def _stats(dashboard: Dashboard, form: FilterForm) -> DashboardStats:
     now = datetime.now(UTC)
     until = form.filters.until or now
     async with dashboard.runtime.db.sessions() as session:
-        facts = await repo.decision_facts(session, form.filters)
-        calls = await repo.llm_call_facts(session, since=form.filters.since, until=form.filters.until)
+        facts = await reviewing.decision_facts(session, form.filters)
+        calls = await reviewing.llm_call_facts(session, since=form.filters.since, until=form.filters.until)
     return build_stats(facts, calls, since=form.filters.since, until=until, routes=dashboard.routes,
                        prices=dashboard.runtime.config.llm.prices)
 
@@ -305,8 +307,8 @@ async def _stats(dashboard: Dashboard, form: FilterForm) -> DashboardStats:
 async def _decisions(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
     form = parse_filters(request.query, routes=dashboard.routes)
     async with dashboard.runtime.db.sessions() as session:
-        rows = await repo.query_logs(session, form.filters)
-        total = await repo.count_logs(session, form.filters)
+        rows = await reviewing.query_logs(session, form.filters)
+        total = await reviewing.count_logs(session, form.filters)
     pages = max(1, math.ceil(total / form.page_size))
     return dashboard.render(request, "decisions.html", _filter_status(form), form=form, rows=rows, total=total,
                             pages=pages, routes=dashboard.routes, decided_by_values=DECIDED_BY,
@@ -318,7 +320,7 @@ async def _conversation(dashboard: Dashboard, request: web.Request) -> web.Strea
     review = None
     if conversation_id is not None:
         async with dashboard.runtime.db.sessions() as session:
-            review = await repo.conversation_review(session, conversation_id)
+            review = await reviewing.conversation_review(session, conversation_id)
     if review is None:
         return dashboard.error(request, 404, f"There is no conversation #{_shown_id(request)}.", page=True)
     prices = dashboard.runtime.config.llm.prices
@@ -356,7 +358,7 @@ async def _correct(dashboard: Dashboard, request: web.Request, fields: Mapping[s
         return CorrectionOutcome(404, f"There is no routing decision #{_shown_id(request)}.")
     runtime = dashboard.runtime
     async with runtime.db.sessions.begin() as session:
-        current = await repo.current_route(session, decision_id)
+        current = await reviewing.current_route(session, decision_id)
         if current is None:
             return CorrectionOutcome(404, f"There is no routing decision #{decision_id}.")
         decision = await session.get(RouteDecision, decision_id)
@@ -423,8 +425,8 @@ async def _api_decisions(dashboard: Dashboard, request: web.Request) -> web.Stre
     if (bad := _bad_filters(form)) is not None:
         return bad
     async with dashboard.runtime.db.sessions() as session:
-        rows = await repo.query_logs(session, form.filters)
-        total = await repo.count_logs(session, form.filters)
+        rows = await reviewing.query_logs(session, form.filters)
+        total = await reviewing.count_logs(session, form.filters)
     return web.json_response({"total": total, "page": form.page, "limit": form.page_size,
                               "pages": max(1, math.ceil(total / form.page_size)),
                               "decisions": [row.as_json() for row in rows]})
@@ -435,7 +437,7 @@ async def _api_conversation(dashboard: Dashboard, request: web.Request) -> web.S
     review = None
     if conversation_id is not None:
         async with dashboard.runtime.db.sessions() as session:
-            review = await repo.conversation_review(session, conversation_id)
+            review = await reviewing.conversation_review(session, conversation_id)
     if review is None:
         return web.json_response({"error": f"there is no conversation #{_shown_id(request)}"}, status=404)
     prices = dashboard.runtime.config.llm.prices

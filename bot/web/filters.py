@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from bot.when import parse_when
-from storage.repositories import LogFilter
+from bot.log_query import FIELDS, LogQuery
+from storage.review import LogFilter
 
-DECIDED_BY = ("rules", "local", "llm", "hybrid", "correction")
-FILTER_FIELDS = ("route", "decided_by", "escalated", "voted", "confidence_below", "channel", "user", "since",
-                 "until", "search")
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # Far past any real log, and small enough that the row offset fits the database's integers.
 MAX_PAGE = 1_000_000
-
-
-def _yes_no(value: str) -> bool | None:
-    lowered = value.strip().lower()
-    if lowered in ("yes", "true", "1", "on"):
-        return True
-    if lowered in ("no", "false", "0", "off"):
-        return False
-    raise ValueError("use yes or no")
 
 
 @dataclass(frozen=True)
@@ -57,46 +44,14 @@ class FilterForm:
 def parse_filters(query: Mapping[str, str], *, routes: list[str], now: datetime | None = None,
                   default_since: str | None = None) -> FilterForm:
     """Read the filter fields of a query string; bad values are reported, not fatal, and left out."""
-    now = now or datetime.now(UTC)
-    values = {name: query.get(name, "").strip() for name in FILTER_FIELDS}
+    values = {name: query.get(name, "").strip() for name in FIELDS}
     if default_since is not None and "since" not in query:
         values["since"] = default_since
-    errors: list[str] = []
-    parsed: dict[str, object] = {}
-    for name in ("route", "channel", "user", "search"):
-        if values[name]:
-            parsed["text" if name == "search" else name] = values[name][:500]
-    if values["route"] and values["route"] not in routes:
-        errors.append(f"route: {values['route']!r} is not a configured route ({', '.join(routes)})")
-    if values["decided_by"]:
-        if values["decided_by"] in DECIDED_BY:
-            parsed["decided_by"] = values["decided_by"]
-        else:
-            errors.append(f"decided_by: use one of {', '.join(DECIDED_BY)}")
-    for name in ("escalated", "voted"):
-        if values[name]:
-            try:
-                parsed[name] = _yes_no(values[name])
-            except ValueError as exc:
-                errors.append(f"{name}: {exc}")
-    if values["confidence_below"]:
-        try:
-            below = float(values["confidence_below"])
-            if not math.isfinite(below):
-                raise ValueError
-            parsed["confidence_below"] = below
-        except ValueError:
-            errors.append("confidence_below: use a number between 0 and 1")
-    for name in ("since", "until"):
-        if values[name] and values[name] != "all":
-            try:
-                parsed[name] = parse_when(values[name], now)
-            except ValueError as exc:
-                errors.append(f"{name}: {exc}")
+    read, errors = LogQuery.read(values, routes=routes, now=now or datetime.now(UTC))
     page = _positive_int(query.get("page"), 1, errors, "page", maximum=MAX_PAGE)
     page_size = _positive_int(query.get("limit"), PAGE_SIZE, errors, "limit", maximum=MAX_PAGE_SIZE, clamp=True)
-    filters = LogFilter(limit=page_size, offset=(page - 1) * page_size, **parsed)  # type: ignore[arg-type]
-    return FilterForm(values=values, filters=filters, page=page, page_size=page_size, errors=errors)
+    return FilterForm(values=values, filters=read.filter(limit=page_size, offset=(page - 1) * page_size),
+                      page=page, page_size=page_size, errors=errors)
 
 
 def _positive_int(raw: str | None, default: int, errors: list[str], name: str, *, maximum: int,

@@ -22,7 +22,7 @@ from bot.local_chat import LocalChat
 from bot.web.dashboard import Dashboard, json_object
 from bot.web.review import decision_json, thread_view
 from bot.web.security import add_security_headers
-from storage import repositories as repo
+from storage import review as reviewing
 from storage.models import Escalation, InboundEvent, parse_row_id
 
 log = structlog.get_logger(__name__)
@@ -154,12 +154,12 @@ async def _events(dashboard: Dashboard, chat: LocalChat, request: web.Request) -
 async def _snapshot(dashboard: Dashboard, chat: LocalChat, selected: str | None) -> dict[str, Any]:
     runtime = dashboard.runtime
     async with runtime.db.sessions() as session:
-        events = await repo.inbound_for_channel(session, team=chat.team, channel=PLAYGROUND_CHANNEL)
-        conversations = {c.thread_ts: c for c, _ in await repo.recent_conversations(
+        events = await reviewing.inbound_for_channel(session, team=chat.team, channel=PLAYGROUND_CHANNEL)
+        conversations = {c.thread_ts: c for c, _ in await reviewing.recent_conversations(
             session, team=chat.team, channel=PLAYGROUND_CHANNEL, limit=200)}
-        escalations = await repo.recent_escalations(session, limit=30)
+        escalations = await reviewing.recent_escalations(session, limit=30)
         conversation = conversations.get(selected) if selected else None
-        review = await repo.conversation_review(session, conversation.id) if conversation else None
+        review = await reviewing.conversation_review(session, conversation.id) if conversation else None
     by_conversation = {e.conversation_id: e for e in sorted(escalations, key=lambda e: e.id)}
     threads = []
     for event in reversed(events):
@@ -185,7 +185,7 @@ async def _snapshot(dashboard: Dashboard, chat: LocalChat, selected: str | None)
 
 
 def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[InboundEvent],
-            review: repo.ConversationReview | None) -> dict[str, Any]:
+            review: reviewing.ConversationReview | None) -> dict[str, Any]:
     items: dict[str, dict[str, Any]] = {}
     decisions: dict[str, dict[str, Any]] = {}
     if review is not None:

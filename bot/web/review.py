@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.models import Escalation, LLMCall, Message, RouteCorrection, RouteDecision, Vote
-from storage.repositories import ConversationReview, LLMCallFact
+from storage.review import ConversationReview, LLMCallFact
 
 
 @dataclass

@@ -28,6 +28,7 @@ from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
 from bot.web.security import dashboard_token, security_headers_on_every_response
 from storage import repositories as repo
+from storage import review
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -63,7 +64,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
     async with runtime.db.sessions() as session:
-        counts = await repo.escalation_counts(session)
+        counts = await review.escalation_counts(session)
     for state in ("paged", "acknowledged", "resolved", "expired"):
         runtime.metrics.escalations.labels(state).set(counts.get(state, 0))
     return web.Response(body=runtime.metrics.render(),

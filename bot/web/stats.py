@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from storage.repositories import DecisionFact, LLMCallFact
+from storage.review import DecisionFact, LLMCallFact
 
 ROUTING = "(routing)"
 AGREEMENT_BINS = (("≤20%", 0.2), ("21–40%", 0.4), ("41–60%", 0.6), ("61–80%", 0.8), ("81–99%", 0.999),

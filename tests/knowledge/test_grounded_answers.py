@@ -14,7 +14,7 @@ from bot.local_chat import LocalChat
 from bot.pipeline import NO_DOCS_ESCALATED, NO_DOCS_NOTE
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
-from storage import repositories as repo
+from storage import review
 from storage.models import Escalation, RouteDecision
 from tests.builders import chat_of, message
 from tests.fakes.anthropic_api import FakeAnthropicAPI
@@ -53,7 +53,7 @@ async def test_offline_the_answer_quotes_the_passage_that_answers_and_cites_it(
         assert [c.source for c in result.citations] == [str(tmp_path / "docs" / "guides" / "sync.html")]
         assert posted.answer is not None and posted.answer.citations == result.citations
         async with runtime.db.sessions() as session:
-            [row] = await repo.query_logs(session, repo.LogFilter())
+            [row] = await review.query_logs(session, review.LogFilter())
             [decision] = (await session.execute(select(RouteDecision))).scalars().all()
         assert decision.grounding == "documents"
         assert row.as_json()["sources"][0] == {"title": "Sync across devices", "source": result.citations[0].source}

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from bot.router.base import RoutingContext
-from storage import repositories as repo
+from storage import review
 from storage.models import LLMCall
 from tests.builders import message
 from tests.fakes.anthropic_api import FakeAnthropicAPI, Reply, error, garbage, hang, text, tool_use
@@ -108,7 +108,7 @@ async def test_hybrid_confident_local_classifier_decides_without_claude(
     assert result.decided_by == "local"
     assert fake_anthropic.requests_for(tool="route_message") == []
     async with runtime.db.sessions() as session:
-        [row] = await repo.query_logs(session, repo.LogFilter())
+        [row] = await review.query_logs(session, review.LogFilter())
     assert row.decided_by == "local"
 
 
@@ -123,7 +123,7 @@ async def test_hybrid_asks_claude_when_the_local_classifier_is_unsure(
     assert "local guess" in (result.reason or "") and "below 1.00" in (result.reason or "")
     assert len(fake_anthropic.requests_for(tool="route_message")) == 1
     async with runtime.db.sessions() as session:
-        [row] = await repo.query_logs(session, repo.LogFilter())
+        [row] = await review.query_logs(session, review.LogFilter())
     assert row.decided_by == "llm" and row.confidence == 0.91
 
 

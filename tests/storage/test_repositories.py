@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from storage import repositories as repo
+from storage import review
 from storage.engine import Database, open_database, upgrade
 from storage.models import RouteCorrection, RouteDecision
 
@@ -117,24 +118,25 @@ async def test_logs_filter_and_corrections(db: Database) -> None:
     await _decision(db, text="hmm pricing?", route="general", decided_by="llm", confidence=0.4,
                     when=NOW - timedelta(days=3))
     async with db.sessions() as session:
-        assert [r.route for r in await repo.query_logs(session, repo.LogFilter())] == ["general", "escalate", "billing"]
-        assert [r.text for r in await repo.query_logs(session, repo.LogFilter(route="billing"))] == ["charged twice"]
-        assert [r.text for r in await repo.query_logs(session, repo.LogFilter(escalated=True))] == ["sue you"]
-        assert [r.text for r in await repo.query_logs(session, repo.LogFilter(decided_by="llm"))] == ["hmm pricing?"]
-        unsure = await repo.query_logs(session, repo.LogFilter(confidence_below=0.5))
+        logs = review.query_logs
+        assert [r.route for r in await logs(session, review.LogFilter())] == ["general", "escalate", "billing"]
+        assert [r.text for r in await logs(session, review.LogFilter(route="billing"))] == ["charged twice"]
+        assert [r.text for r in await logs(session, review.LogFilter(escalated=True))] == ["sue you"]
+        assert [r.text for r in await logs(session, review.LogFilter(decided_by="llm"))] == ["hmm pricing?"]
+        unsure = await review.query_logs(session, review.LogFilter(confidence_below=0.5))
         assert [r.text for r in unsure] == ["hmm pricing?"]
-        assert [r.text for r in await repo.query_logs(session, repo.LogFilter(channel="C2"))] == ["sue you"]
-        assert len(await repo.query_logs(session, repo.LogFilter(since=NOW - timedelta(days=1)))) == 2
-        assert [r.text for r in await repo.query_logs(session, repo.LogFilter(text="TWICE"))] == ["charged twice"]
-        assert await repo.count_logs(session, repo.LogFilter(until=NOW - timedelta(days=1))) == 1
+        assert [r.text for r in await review.query_logs(session, review.LogFilter(channel="C2"))] == ["sue you"]
+        assert len(await review.query_logs(session, review.LogFilter(since=NOW - timedelta(days=1)))) == 2
+        assert [r.text for r in await review.query_logs(session, review.LogFilter(text="TWICE"))] == ["charged twice"]
+        assert await review.count_logs(session, review.LogFilter(until=NOW - timedelta(days=1))) == 1
     async with db.sessions.begin() as session:
         await repo.add_correction(session, RouteCorrection(decision_id=billing, old_route="billing",
                                                            new_route="technical", reviewer="UREV", created_at=NOW))
     async with db.sessions() as session:
-        corrected = await repo.query_logs(session, repo.LogFilter(decided_by="correction"))
+        corrected = await review.query_logs(session, review.LogFilter(decided_by="correction"))
         assert [(r.route, r.original_route, r.decided_by) for r in corrected] == [
             ("technical", "billing", "correction")]
-        assert await repo.query_logs(session, repo.LogFilter(route="billing")) == []
+        assert await review.query_logs(session, review.LogFilter(route="billing")) == []
         assert await repo.corrections_for_training(session) == [("charged twice", "technical")]
         row = corrected[0].as_json()
     for key in ("created_at", "channel", "thread_ts", "user", "text", "route", "confidence", "decided_by",

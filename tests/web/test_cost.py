@@ -8,7 +8,7 @@ import pytest
 
 from bot.config import load_config
 from bot.web.stats import call_cost
-from storage.repositories import LLMCallFact
+from storage.review import LLMCallFact
 
 
 def fact(provider: str, model: str, *, tokens_in: int, tokens_out: int, cache_read: int = 0) -> LLMCallFact:
