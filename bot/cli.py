@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -120,43 +121,39 @@ def chat(
 async def _chat(settings: Settings, config: Config, *, user: str, keep_thread: bool, interactive: bool) -> None:
     from bot.domain import InboundMessage
     from bot.local_chat import LocalChat
-    from bot.runtime import build_runtime
+    from bot.runtime import open_runtime
 
     chat_port = LocalChat()
-    runtime = await build_runtime(settings, config, chat=chat_port)
-    mode = "offline provider" if runtime.llm.provider == "offline" else "Claude"
-    if interactive:
-        console.print(f"[bold]supportbot chat[/] — {mode}, router {config.router.mode}. "
-                      "Type a message; /new starts a new thread, /quit leaves.")
-    root: str | None = None
-    try:
-        while True:
-            if interactive:
-                line = await asyncio.to_thread(console.input, "[bold cyan]you>[/] ")
-            else:
-                line = await asyncio.to_thread(sys.stdin.readline)
-                if line == "":
+    async with open_runtime(settings, config, chat=chat_port) as runtime:
+        mode = "offline provider" if runtime.llm.provider == "offline" else "Claude"
+        if interactive:
+            console.print(f"[bold]supportbot chat[/] — {mode}, router {config.router.mode}. "
+                          "Type a message; /new starts a new thread, /quit leaves.")
+        root: str | None = None
+        with contextlib.suppress(EOFError, KeyboardInterrupt):
+            while True:
+                if interactive:
+                    line = await asyncio.to_thread(console.input, "[bold cyan]you>[/] ")
+                else:
+                    line = await asyncio.to_thread(sys.stdin.readline)
+                    if line == "":
+                        break
+                text = line.strip()
+                if not text:
+                    continue
+                if text in ("/quit", "/exit"):
                     break
-            text = line.strip()
-            if not text:
-                continue
-            if text in ("/quit", "/exit"):
-                break
-            if text == "/new":
-                root = None
-                console.print("[dim]new thread[/]")
-                continue
-            ts = chat_port.next_ts()
-            msg = InboundMessage(source="cli", team="TCLI", channel="CCLI", user=user, text=text, ts=ts,
-                                 event_id=f"cli-{ts}", thread_ts=root if keep_thread else None, channel_type="im")
-            if keep_thread and root is None:
-                root = ts
-            result = await runtime.pipeline.handle(msg)
-            _print_result(result)
-    except (EOFError, KeyboardInterrupt):
-        pass
-    finally:
-        await runtime.close()
+                if text == "/new":
+                    root = None
+                    console.print("[dim]new thread[/]")
+                    continue
+                ts = chat_port.next_ts()
+                msg = InboundMessage(source="cli", team="TCLI", channel="CCLI", user=user, text=text, ts=ts,
+                                     event_id=f"cli-{ts}", thread_ts=root if keep_thread else None,
+                                     channel_type="im")
+                if keep_thread and root is None:
+                    root = ts
+                _print_result(await runtime.pipeline.handle(msg))
 
 
 def _print_result(result: Any) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -91,14 +94,27 @@ class Runtime:
         log.info("local_router_retrained", corrections=len(corrections))
         return len(corrections)
 
-    async def close(self) -> None:
+    async def start(self) -> None:
+        """Take back what this replica left unfinished, then keep recovering the inbox and sweeping escalations."""
+        async with self.db.sessions.begin() as session:
+            orphans = await repo.release_own_leases(session, owner=self.instance_id, now=self.clock.now())
+        if orphans:
+            log.info("taking_back_unfinished_work", count=orphans)
+        interval = self.settings.supportbot_recovery_interval_s
+        self.dispatcher.start_background(sweep=self.escalations.sweep, recovery_interval_s=interval,
+                                         sweep_interval_s=interval)
+        await self.dispatcher.recover()
+
+    async def drain(self) -> None:
+        """Stop taking work and let messages in flight finish, for up to SUPPORTBOT_DRAIN_TIMEOUT_S."""
         left = await self.dispatcher.drain(self.settings.supportbot_drain_timeout_s)
         if left:
             log.warning("shutdown_left_work", unfinished=left)
-        inner = self.llm.inner
-        close = getattr(inner, "close", None)
-        if close is not None:
-            await close()
+
+    async def close(self) -> None:
+        """Drain (if not done yet), then close the model client, the chat's connections and the database."""
+        await self.drain()
+        await self.llm.close()
         # The Slack transport holds a pooled HTTP session; the local one has nothing to close.
         close_chat = getattr(self.chat, "close", None)
         if close_chat is not None:
@@ -111,6 +127,16 @@ async def training_corrections(db: Database, config: Config) -> list[LabeledText
     async with db.sessions() as session:
         return [LabeledText(text, route) for text, route in await repo.corrections_for_training(session)
                 if route in config.routes]
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, config: Config, **options: Any) -> AsyncIterator[Runtime]:
+    """The whole bot (see build_runtime), closed on the way out."""
+    runtime = await build_runtime(settings, config, **options)
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
 
 
 async def build_runtime(

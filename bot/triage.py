@@ -489,11 +489,10 @@ async def run_triage(
     from sqlalchemy import func, select
 
     from bot.local_chat import LocalChat
-    from bot.runtime import build_runtime
+    from bot.runtime import open_runtime
     from storage.models import LLMCall
 
-    runtime = await build_runtime(settings, config, chat=LocalChat())
-    try:
+    async with open_runtime(settings, config, chat=LocalChat()) as runtime:
         async with runtime.db.sessions() as session:
             before = (await session.execute(select(func.coalesce(func.max(LLMCall.id), 0)))).scalar_one()
         mode: Mode = "batch" if batch and batch_capable(runtime.llm) is not None else "concurrent"
@@ -517,8 +516,6 @@ async def run_triage(
                 LLMCall.id > before, LLMCall.purpose == "triage"))).scalar_one()
         return build_report(config, loaded, outcomes, mode=mode, provider=runtime.llm.provider,
                             concurrency=concurrency, llm_calls=int(calls), seconds=seconds)
-    finally:
-        await runtime.close()
 
 
 def _progress(console: Console) -> Progress:

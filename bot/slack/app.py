@@ -329,9 +329,10 @@ class SlackBot:
                 await asyncio.wait(set(self._background))
 
     async def close_async(self) -> None:
-        """Stop receiving (Socket Mode), then let work started after acks finish."""
-        if self.socket is not None:
-            await self.socket.close_async()  # type: ignore[no-untyped-call]
+        """Stop receiving (Socket Mode), then let work started after acks finish; a second call does nothing."""
+        socket, self.socket = self.socket, None
+        if socket is not None:
+            await socket.close_async()  # type: ignore[no-untyped-call]
         if self._pacer is not None:
             self._pacer.cancel()  # messages not started yet stay in the inbox: the next start recovers them
             self._paced.clear()

@@ -11,6 +11,7 @@ import platform
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,10 +25,9 @@ from bot.errors import ConfigError, SupportbotError
 from bot.llm.base import LLM
 from bot.local_chat import LocalChat
 from bot.ports import ChatPort
-from bot.runtime import Runtime, build_runtime
+from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
 from bot.web.security import dashboard_token, security_headers_on_every_response
-from storage import repositories as repo
 from storage import review
 
 if TYPE_CHECKING:
@@ -92,10 +92,10 @@ class RunningServer:
 
     runtime: Runtime
     app: web.Application
-    runner: web.AppRunner
-    site: web.TCPSite
     host: str
     port: int
+    # Undoes start_server in reverse: what started last stops first.
+    shutdown: AsyncExitStack
     slack: SlackBot | None = None
 
     @property
@@ -108,15 +108,7 @@ class RunningServer:
         HTTP stays up while draining: a late event is still written to the inbox and acked (the next
         start or another replica answers it) instead of being refused, and probes see the 503."""
         log.info("shutting_down")
-        self.app[DRAINING_KEY].set()
-        if self.slack is not None:
-            await self.slack.close_async()
-        left = await self.runtime.dispatcher.drain(self.runtime.settings.supportbot_drain_timeout_s)
-        if left:
-            log.warning("shutdown_left_work", unfinished=left)
-        await self.site.stop()
-        await self.runtime.close()  # its own drain finds nothing left
-        await self.runner.cleanup()
+        await self.shutdown.aclose()
 
 
 async def migrate_in_child_process(settings: Settings) -> None:
@@ -152,45 +144,47 @@ async def start_server(
         from bot.slack.transport import open_slack_chat
 
         chat = await open_slack_chat(settings, config)
-    runtime = await build_runtime(settings, config, chat=chat, clock=clock, llm=llm, instance_id=instance_id,
-                                  migrate=not in_children)
-    problem = runtime.escalations.paging_problem() if mode in ("http", "socket") else None
-    if problem is not None:
-        # In Slack an escalation tells the customer a person is coming: refuse a config that can page nobody
-        # (local mode, where the playground answers pages, is the place to try the bot without one).
-        await runtime.close()
-        raise ConfigError(config.source, "escalation", problem)
-    app = build_web_app(runtime, playground=local_chat)
-    slack = None
-    if mode in ("http", "socket"):
-        from bot.slack.app import attach_slack
+    # Start-up in order; each step registers its undoing, so shutdown (or a failed start) runs them backwards.
+    shutdown = AsyncExitStack()
+    slack: SlackBot | None = None
+    try:
+        runtime = await shutdown.enter_async_context(open_runtime(
+            settings, config, chat=chat, clock=clock, llm=llm, instance_id=instance_id, migrate=not in_children))
+        problem = runtime.escalations.paging_problem() if mode in ("http", "socket") else None
+        if problem is not None:
+            # In Slack an escalation tells the customer a person is coming: refuse a config that can page nobody
+            # (local mode, where the playground answers pages, is the place to try the bot without one).
+            raise ConfigError(config.source, "escalation", problem)
+        app = build_web_app(runtime, playground=local_chat)
+        if mode in ("http", "socket"):
+            from bot.slack.app import attach_slack
 
-        try:
             slack = await attach_slack(app, runtime)
-        except BaseException:
-            await runtime.close()
-            raise
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    # The default executor starts its first thread on first use, and the loop waits for it to start: the
-    # first DNS lookup and the Anthropic SDK's first request (it resolves the platform in a thread) both do.
-    await asyncio.to_thread(platform.uname)
-    if before_listening is not None:
-        before_listening()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+            shutdown.push_async_callback(slack.close_async)  # a start that fails after this disconnects too
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        shutdown.push_async_callback(runner.cleanup)
+        # The default executor starts its first thread on first use, and the loop waits for it to start: the
+        # first DNS lookup and the Anthropic SDK's first request (it resolves the platform in a thread) both do.
+        await asyncio.to_thread(platform.uname)
+        if before_listening is not None:
+            before_listening()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        shutdown.push_async_callback(site.stop)
+        # Stopping: /healthz says draining, Socket Mode stops receiving, then messages in flight finish while
+        # HTTP stays up (late events are acked into the inbox for the next start).
+        shutdown.push_async_callback(runtime.drain)
+        if slack is not None:
+            shutdown.push_async_callback(slack.close_async)
+        shutdown.callback(app[DRAINING_KEY].set)
+        await runtime.start()
+    except BaseException:
+        await shutdown.aclose()
+        raise
     bound_port = int(runner.addresses[0][1]) if port == 0 else port
-    async with runtime.db.sessions.begin() as session:
-        orphans = await repo.release_own_leases(session, owner=runtime.instance_id, now=runtime.clock.now())
-    if orphans:
-        log.info("taking_back_unfinished_work", count=orphans)
-    interval = settings.supportbot_recovery_interval_s
-    runtime.dispatcher.start_background(sweep=runtime.escalations.sweep, recovery_interval_s=interval,
-                                        sweep_interval_s=interval)
-    await runtime.dispatcher.recover()
     log.info("serving", mode=mode, url=f"http://{host}:{bound_port}/", llm=runtime.llm.provider)
-    return RunningServer(runtime=runtime, app=app, runner=runner, site=site, host=host, port=bound_port,
-                         slack=slack)
+    return RunningServer(runtime=runtime, app=app, host=host, port=bound_port, shutdown=shutdown, slack=slack)
 
 
 def freeze_startup_objects() -> None:
