@@ -50,6 +50,10 @@ class Metrics:
             "supportbot_queue_depth", "Messages accepted and not yet finished by this process",
             registry=self.registry,
         )
+        self.background_passes = Counter(
+            "supportbot_background_passes_total", "Passes of the inbox recovery and the escalation sweep",
+            ["job"], registry=self.registry,
+        )
         self.in_flight = Gauge(
             "supportbot_in_flight", "Messages being processed right now", registry=self.registry
         )

@@ -75,11 +75,14 @@ class Dispatcher:
         return len(fresh)
 
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[int]]) -> None:
+        name = getattr(job, "__name__", "job")
         while True:
             try:
                 await job()
             except Exception:
-                log.exception("background_job_failed", job=getattr(job, "__name__", "job"))
+                log.exception("background_job_failed", job=name)
+            # Counted either way: an operator (or a test) can see the passes go by.
+            self._metrics.background_passes.labels(name).inc()
             await asyncio.sleep(interval_s)
 
     async def drain(self, timeout_s: float) -> int:

@@ -225,5 +225,7 @@ def test_the_cheapest_benchmark_runs_through_the_harness_in_quick_mode(tmp_path:
     saved = json.loads(out.read_text())
     [run] = saved["runs"]
     assert run["error"] is None and run["report"]["routed"] > 0
-    assert [row["status"] for row in run["metrics"]][1] in (PASS, FAIL)
+    # The p99 row is judged from its own number against the 2 ms goal.
+    p99 = run["metrics"][1]
+    assert p99["status"] == (PASS if run["report"]["p99_us"] < 2000 else FAIL)
     assert saved["machine"]["cores"] and saved["machine"]["load_end"] is not None

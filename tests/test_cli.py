@@ -40,7 +40,8 @@ def test_piped_chat_prints_route_and_reply_then_logs_show_the_exchange(env: dict
     assert [row["route"] for row in rows] == ["escalate", "billing"]
     billing = rows[1]
     assert billing["text"] == "I was charged twice this month" and billing["voted"] is True
-    assert billing["decided_by"] in ("rules", "local", "llm", "hybrid") and 0 <= billing["confidence"] <= 1
+    # Routed by the local classifier with confidence (the shipped data has many double charges).
+    assert billing["decided_by"] == "local" and billing["confidence"] >= 0.8
     assert rows[0]["escalated"] is True and rows[0]["decided_by"] == "rules"
     assert isinstance(billing["latency_ms"], float) and "offline mode" in billing["reply"]
 

@@ -61,7 +61,10 @@ def test_every_router_reports_the_same_shape_and_counts_llm_calls(env: dict[str,
     assert sum(sum(row.values()) for row in report["confusion"].values()) == 6
     assert sum(score["support"] for score in report["per_route"].values()) == 6
     assert all(set(score) == {"precision", "recall", "f1", "support"} for score in report["per_route"].values())
-    assert 0 <= report["accuracy"] <= 1 and 0 <= report["macro_f1"] <= 1
+    correct = sum(report["confusion"].get(route, {}).get(route, 0) for route in report["confusion"])
+    assert report["accuracy"] == pytest.approx(correct / 6)
+    assert report["macro_f1"] == pytest.approx(
+        sum(score["f1"] for score in report["per_route"].values()) / len(report["per_route"]), abs=1e-4)
     assert report["llm_provider"] == "offline"
     if router == "local":
         assert report["llm_calls"] == 0

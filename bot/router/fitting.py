@@ -117,6 +117,15 @@ def fit_logistic(
     max_iter: int = MAX_ITER,
 ) -> FloatArray:
     """Multinomial logistic regression, L2-penalised (bias excepted), weights of shape (features, classes)."""
+    objective = logistic_objective(x, labels, sample_weights, n_features, n_classes, l2)
+    initial = np.zeros(n_features * n_classes) if start is None else start.ravel().copy()
+    return lbfgs(objective, initial, max_iter, curvature).reshape(n_features, n_classes)
+
+
+def logistic_objective(
+    x: SparseRows, labels: IntArray, sample_weights: FloatArray, n_features: int, n_classes: int, l2: float,
+) -> Objective:
+    """The weighted mean cross-entropy plus the L2 penalty (bias excepted), and its gradient, of flat weights."""
     target = np.zeros((x.n_rows, n_classes))
     target[np.arange(x.n_rows), labels] = 1.0
     weights = sample_weights / sample_weights.sum()
@@ -134,8 +143,7 @@ def fit_logistic(
         gradient = x.transpose_dot(residual, n_features) + penalised
         return loss, gradient.ravel()
 
-    initial = np.zeros(n_features * n_classes) if start is None else start.ravel().copy()
-    return lbfgs(loss_and_gradient, initial, max_iter, curvature).reshape(n_features, n_classes)
+    return loss_and_gradient
 
 
 @dataclass(frozen=True)

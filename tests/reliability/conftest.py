@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -123,6 +124,23 @@ class ServeProcess:
                         if response.status == 200:
                             return dict(await response.json())
                 await asyncio.sleep(0.1)
+
+    async def background_passes(self) -> float:
+        """How many inbox recovery passes this process has made (its /metrics counter)."""
+        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/metrics") as response:
+            text = await response.text()
+        found = re.search(r'^supportbot_background_passes_total\{job="recover"\} (\S+)$', text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    async def wait_for_passes(self, count: int, timeout_s: float = 15.0) -> None:
+        """Wait until the process has made `count` more recovery passes: by then, any work left over (a second
+        attempt, a retry) would have been picked up."""
+        target = await self.background_passes() + count
+        async with asyncio.timeout(timeout_s):
+            while True:  # polled over HTTP: the counter lives in another process
+                if await self.background_passes() >= target:
+                    return
+                await asyncio.sleep(0.05)
 
     def signal(self, number: int) -> None:
         assert self.process is not None and self.process.returncode is None, f"{self.name} is not running"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from pathlib import Path
 
@@ -59,6 +58,7 @@ async def test_a_message_in_flight_when_the_process_is_killed_is_answered_once_a
         return serve_env(database_url=sqlite_url, config_path=config, instance_id=instance, slack=fake_slack,
                          anthropic=fake_anthropic, lease_s=lease_s)
 
+    replicas: dict[str, ServeProcess] = {}
     fake_anthropic.latency_s = 60.0  # the model is slow: the message is mid-way when the process dies
     first = await spawn_serve("bot-a", env("bot-a"))
     question = await ask(fake_slack, first)
@@ -80,11 +80,11 @@ async def test_a_message_in_flight_when_the_process_is_killed_is_answered_once_a
         await first.wait_healthy()
     else:
         # Another replica: it must wait for the dead one's lease to lapse before it may start the message.
-        await spawn_serve("bot-b", env("bot-b"))
+        replicas["bot-b"] = await spawn_serve("bot-b", env("bot-b"))
     await wait_until(lambda: replies_in(fake_slack, question) >= 1, 20, "the reply after the restart")
     [row] = await wait_for_inbox(sqlite_url, lambda rows: rows[0].status == "done", 10, "the message finished")
 
-    await asyncio.sleep(1.0)  # two recovery intervals: a second attempt would have posted by now
+    await (first if restart_as == "same-id" else replicas["bot-b"]).wait_for_passes(2)
     assert replies_in(fake_slack, question) == 1
     assert row.attempts == 2 and row.outcome == "replied" and row.reply_ts is not None
     if restart_as == "same-id":
@@ -106,7 +106,7 @@ async def test_a_kill_after_the_reply_was_posted_but_before_it_was_recorded_does
     fake_slack.delay("chat.postMessage", 2.0)
     question = await ask(fake_slack, server)
     await wait_for_inbox(sqlite_url, lambda rows: rows[0].reply_intent is not None, 10, "the reply intent")
-    await asyncio.sleep(0.3)  # the post is on its way
+    await fake_slack.wait_for("chat.postMessage")  # the post reached Slack; its answer is still on its way
     server.kill()
     await server.wait_exit()
     await wait_until(lambda: replies_in(fake_slack, question) == 1, 5, "Slack storing the reply")
@@ -180,7 +180,7 @@ async def test_sigterm_with_work_longer_than_the_drain_bound_exits_in_time_and_l
     await server.start()
     await server.wait_healthy()
     await wait_until(lambda: replies_in(fake_slack, question) == 1, 15, "the reply after the restart")
-    await asyncio.sleep(1.0)
+    await server.wait_for_passes(2)
     assert replies_in(fake_slack, question) == 1
 
 

@@ -88,7 +88,8 @@ async def test_replicas_answer_each_event_once_however_its_retries_are_spread(
     # Every escalation is paged, then (ack_timeout_s later) paged at level 2: two rounds each.
     await wait_until(lambda: len(set(page_rounds(fake_slack))) == 2 * ESCALATIONS, 30, "every page round",
                      lambda: sorted(page_rounds(fake_slack)))
-    await asyncio.sleep(1.5)  # three recovery and sweep intervals: a duplicate would have shown by now
+    for replica in replicas:
+        await replica.wait_for_passes(3)  # recovery and sweep passes: a duplicate would have shown by now
 
     per_thread = bot_posts_per_thread(fake_slack)
     assert sorted(per_thread) == sorted(q.ts for q in questions)

@@ -52,7 +52,8 @@ async def test_processes_sharing_one_sqlite_file_lose_nothing_and_answer_once(
 
     await wait_until(lambda: len(bot_posts_per_thread(fake_slack)) == MESSAGES, 45, "an answer in every thread",
                      lambda: len(bot_posts_per_thread(fake_slack)))
-    await asyncio.sleep(1.0)  # two recovery passes: a second answer would have shown by now
+    for writer in writers:
+        await writer.wait_for_passes(2)  # a second answer would have shown by now
     assert set(bot_posts_per_thread(fake_slack).values()) == {1}
     rows = await inbox_rows(sqlite_url)
     assert len(rows) == MESSAGES and {row.status for row in rows} == {"done"}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
 from bot.clock import ManualClock
 from bot.config import Config, load_config
 from bot.errors import ConfigError
-from bot.web.server import start_server
+from bot.web.server import DRAINING_KEY, start_server
 from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import FakeSlackAPI
@@ -28,7 +29,12 @@ async def test_an_escalation_channel_is_enough(fake_slack: FakeSlackAPI, sqlite_
     base = load_config()
     config: Config = base.model_copy(update={"escalation": base.escalation.model_copy(update={"channel": "C0PAGES"})})
     server = await start_server(slack_settings(fake_slack, sqlite_url), config, host="127.0.0.1", port=0)
-    await server.stop()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as health:
+            assert health.status == 200 and (await health.json())["mode"] == "http"
+    finally:
+        await server.stop()
+    assert server.app[DRAINING_KEY].is_set()  # stopped the way SIGTERM stops it
 
 
 async def test_a_first_burst_does_not_wait_for_slack_to_authorize_each_event(

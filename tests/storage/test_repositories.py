@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from storage import repositories as repo
 from storage import review
-from storage.engine import Database, open_database, upgrade
+from storage.engine import Database, alembic_config, open_database, upgrade
 from storage.models import RouteCorrection, RouteDecision
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -29,6 +31,14 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 async def test_upgrade_is_idempotent(database_url: str) -> None:
     await upgrade(database_url)
     await upgrade(database_url)
+    database = open_database(database_url)
+    try:
+        async with database.engine.connect() as connection:
+            versions = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+    finally:
+        await database.dispose()
+    heads = ScriptDirectory.from_config(alembic_config(database_url)).get_heads()
+    assert versions == heads  # one row, at the newest revision
 
 
 async def test_inbox_records_each_message_once_and_counts_duplicates(db: Database) -> None:
