@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks._serve import throwaway_schema
 from storage import repositories as repo
 from storage.engine import Database, open_database, upgrade
-from storage.models import RouteDecision
+from storage.models import DecisionRecord
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -31,7 +31,7 @@ async def write_one(db: Database, n: int) -> None:
             session, source="slack", team="TB", channel="CB", thread_ts=f"{n}.0", user="UB", now=now, likely_new=True)
         message_id = await repo.add_message(session, conversation_id=conversation.id, role="user",
                                             text=f"message {n}", now=now, user="UB", ts=f"{n}.0")
-        decision_id = await repo.add_decision(session, RouteDecision(
+        decision_id = await repo.add_decision(session, DecisionRecord(
             conversation_id=conversation.id, message_id=message_id, route="billing", confidence=0.9,
             decided_by="local", reason="bench", scores={"billing": 0.9}, router_mode="hybrid", created_at=now))
         await repo.add_llm_calls(session, [dict(conversation_id=conversation.id, purpose="reply", provider="bench",

@@ -45,8 +45,7 @@ from handlers.persona import PersonaHandler
 from handlers.registry import HandlerRegistry
 from storage import repositories as repo
 from storage.engine import Database
-from storage.models import InboundEvent, Vote, VoteSampleRow
-from storage.models import RouteDecision as DecisionRow
+from storage.models import DecisionRecord, InboundEvent, Vote, VoteSampleRow
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +75,7 @@ class LoadedThread:
     thread: ThreadState
     message_id: int
     # The decision already logged for this message, when a crash interrupted a first attempt.
-    existing: DecisionRow | None
+    existing: DecisionRecord | None
     joined_late: bool
 
 
@@ -99,7 +98,7 @@ def grounded_answer(text: str, grounding: Grounding | None) -> Answer:
     return Answer(text, citations=grounding.citations if grounding is not None else ())
 
 
-def recorded_citations(decision: DecisionRow | None) -> tuple[Citation, ...]:
+def recorded_citations(decision: DecisionRecord | None) -> tuple[Citation, ...]:
     """The citations of an answer decided before a crash, from what its decision recorded."""
     if decision is None or not decision.sources:
         return ()
@@ -341,7 +340,7 @@ class Pipeline:
                 decision, route=self.config.fallback_route,
                 reason=f"{decision.reason}; unknown route {decision.route!r} replaced by the fallback")
         async with self.db.sessions.begin() as session:
-            decision_id = await repo.add_decision(session, DecisionRow(
+            decision_id = await repo.add_decision(session, DecisionRecord(
                 conversation_id=thread.conversation_id, message_id=loaded.message_id, route=decision.route,
                 confidence=decision.confidence, decided_by=decision.decided_by, reason=decision.reason[:4000],
                 scores={k: round(v, 4) for k, v in decision.scores.items()},

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.vocabulary import OPEN_ESCALATION_STATES, ConversationState, EscalationState
-from storage.models import Conversation, Escalation, EscalationEvent, EscalationPage, Message, RouteDecision
+from storage.models import Conversation, DecisionRecord, Escalation, EscalationEvent, EscalationPage, Message
 from storage.repositories import set_conversation_state
 
 
@@ -103,9 +103,9 @@ async def request_context(session: AsyncSession, conversation_id: int) -> Reques
         select(Message.text).where(Message.conversation_id == conversation_id, Message.role == "user")
         .order_by(Message.id.desc()).limit(1))).scalar_one_or_none()
     decision = (await session.execute(
-        select(RouteDecision.id, RouteDecision.route, RouteDecision.confidence)
-        .where(RouteDecision.conversation_id == conversation_id)
-        .order_by(RouteDecision.id.desc()).limit(1))).one_or_none()
+        select(DecisionRecord.id, DecisionRecord.route, DecisionRecord.confidence)
+        .where(DecisionRecord.conversation_id == conversation_id)
+        .order_by(DecisionRecord.id.desc()).limit(1))).one_or_none()
     earlier = (await session.execute(
         select(func.count()).select_from(Escalation).where(Escalation.conversation_id == conversation_id))).scalar_one()
     return RequestContext(last_text=last_text, decision_id=decision.id if decision else None,

@@ -154,7 +154,7 @@ class InboundEvent(Base):
     finished_at: Mapped[datetime | None]
 
 
-class RouteDecision(Base):
+class DecisionRecord(Base):
     """How one user message was routed and what came of it; the row `supportbot logs` shows."""
 
     __tablename__ = "route_decisions"
@@ -370,7 +370,7 @@ class RouteCorrection(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
 
-    decision: Mapped[RouteDecision] = relationship(back_populates="corrections")
+    decision: Mapped[DecisionRecord] = relationship(back_populates="corrections")
 
 
 class KnowledgeSource(Base):

@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import (
     Conversation,
+    DecisionRecord,
     InboundEvent,
     LLMCall,
     Message,
     RouteCorrection,
-    RouteDecision,
     Vote,
     VoteSampleRow,
 )
@@ -39,7 +39,7 @@ def _table(model: Any) -> Table:
 
 
 INBOUND, CONVERSATIONS, MESSAGES = _table(InboundEvent), _table(Conversation), _table(Message)
-DECISIONS, LLM_CALLS = _table(RouteDecision), _table(LLMCall)
+DECISIONS, LLM_CALLS = _table(DecisionRecord), _table(LLMCall)
 
 
 def _claimable(now: Any) -> Any:
@@ -303,12 +303,12 @@ async def thread_messages(
 # --- routing, votes, LLM calls ----------------------------------------------------------------
 
 
-async def decision_for_message(session: AsyncSession, message_id: int) -> RouteDecision | None:
-    statement = select(RouteDecision).where(RouteDecision.message_id == message_id)
+async def decision_for_message(session: AsyncSession, message_id: int) -> DecisionRecord | None:
+    statement = select(DecisionRecord).where(DecisionRecord.message_id == message_id)
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def add_decision(session: AsyncSession, decision: RouteDecision) -> int:
+async def add_decision(session: AsyncSession, decision: DecisionRecord) -> int:
     """Insert a decision built as a model object (unset columns take their defaults); returns its id."""
     values = {column.key: getattr(decision, column.key) for column in DECISIONS.columns
               if getattr(decision, column.key) is not None}
@@ -336,8 +336,8 @@ async def add_vote(session: AsyncSession, vote: Vote, samples: Sequence[VoteSamp
     session.add(vote)
     await session.flush()
     await session.execute(
-        update(RouteDecision)
-        .where(RouteDecision.id == vote.decision_id)
+        update(DecisionRecord)
+        .where(DecisionRecord.id == vote.decision_id)
         .values(voted=True, vote_agreement=vote.agreement)
     )
     return vote
@@ -358,8 +358,8 @@ async def corrections_for_training(session: AsyncSession) -> list[tuple[str, str
     """(text, corrected route) of every corrected decision; the newest correction wins."""
     statement = (
         select(Message.text, RouteCorrection.new_route, RouteCorrection.decision_id)
-        .join(RouteDecision, RouteDecision.id == RouteCorrection.decision_id)
-        .join(Message, Message.id == RouteDecision.message_id)
+        .join(DecisionRecord, DecisionRecord.id == RouteCorrection.decision_id)
+        .join(Message, Message.id == DecisionRecord.message_id)
         .order_by(RouteCorrection.id)
     )
     latest: dict[int, tuple[str, str]] = {}

@@ -13,12 +13,12 @@ from sqlalchemy.orm import selectinload
 
 from storage.models import (
     Conversation,
+    DecisionRecord,
     Escalation,
     InboundEvent,
     LLMCall,
     Message,
     RouteCorrection,
-    RouteDecision,
     Vote,
 )
 
@@ -93,59 +93,59 @@ class LogRow:
 def _latest_correction() -> Any:
     return (
         select(RouteCorrection.new_route)
-        .where(RouteCorrection.decision_id == RouteDecision.id)
+        .where(RouteCorrection.decision_id == DecisionRecord.id)
         .order_by(RouteCorrection.id.desc())
         .limit(1)
-        .correlate(RouteDecision)
+        .correlate(DecisionRecord)
         .scalar_subquery()
     )
 
 
 def _log_query(filters: LogFilter) -> Select[Any]:
     corrected = _latest_correction()
-    effective_route = func.coalesce(corrected, RouteDecision.route)
+    effective_route = func.coalesce(corrected, DecisionRecord.route)
     statement = (
-        select(RouteDecision, Conversation, Message, corrected.label("corrected_route"))
-        .join(Conversation, Conversation.id == RouteDecision.conversation_id)
-        .join(Message, Message.id == RouteDecision.message_id)
+        select(DecisionRecord, Conversation, Message, corrected.label("corrected_route"))
+        .join(Conversation, Conversation.id == DecisionRecord.conversation_id)
+        .join(Message, Message.id == DecisionRecord.message_id)
     )
     if filters.route:
         statement = statement.where(effective_route == filters.route)
     if filters.decided_by == "correction":
         statement = statement.where(corrected.is_not(None))
     elif filters.decided_by:
-        statement = statement.where(RouteDecision.decided_by == filters.decided_by, corrected.is_(None))
+        statement = statement.where(DecisionRecord.decided_by == filters.decided_by, corrected.is_(None))
     if filters.escalated is not None:
-        statement = statement.where(RouteDecision.escalated.is_(filters.escalated))
+        statement = statement.where(DecisionRecord.escalated.is_(filters.escalated))
     if filters.voted is not None:
-        statement = statement.where(RouteDecision.voted.is_(filters.voted))
+        statement = statement.where(DecisionRecord.voted.is_(filters.voted))
     if filters.confidence_below is not None:
         # The confidence a reviewer sees: a corrected decision is certain (1.0), as the rows show it.
-        effective_confidence = case((corrected.is_not(None), 1.0), else_=RouteDecision.confidence)
+        effective_confidence = case((corrected.is_not(None), 1.0), else_=DecisionRecord.confidence)
         statement = statement.where(effective_confidence < filters.confidence_below)
     if filters.channel:
         statement = statement.where(Conversation.channel == filters.channel)
     if filters.user:
         statement = statement.where(Message.user == filters.user)
     if filters.since:
-        statement = statement.where(RouteDecision.created_at >= filters.since)
+        statement = statement.where(DecisionRecord.created_at >= filters.since)
     if filters.until:
-        statement = statement.where(RouteDecision.created_at < filters.until)
+        statement = statement.where(DecisionRecord.created_at < filters.until)
     if filters.text:
         # The search is literal: % and _ typed by a reviewer match themselves.
         literal = filters.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         pattern = f"%{literal}%"
         statement = statement.where(
             or_(func.lower(Message.text).like(pattern, escape="\\"),
-                func.lower(RouteDecision.reply_text).like(pattern, escape="\\"))
+                func.lower(DecisionRecord.reply_text).like(pattern, escape="\\"))
         )
     if filters.after_id is not None:
-        statement = statement.where(RouteDecision.id > filters.after_id)
+        statement = statement.where(DecisionRecord.id > filters.after_id)
     return statement
 
 
 async def query_logs(session: AsyncSession, filters: LogFilter, *, oldest_first: bool = False) -> list[LogRow]:
-    order = RouteDecision.id.asc() if oldest_first else RouteDecision.id.desc()
+    order = DecisionRecord.id.asc() if oldest_first else DecisionRecord.id.desc()
     statement = _log_query(filters).order_by(order).limit(filters.limit).offset(filters.offset)
     rows = []
     for decision, conversation, message, corrected_route in (await session.execute(statement)):
@@ -207,11 +207,11 @@ async def decision_facts(session: AsyncSession, filters: LogFilter, *, limit: in
     statement = (
         _log_query(filters)
         .with_only_columns(
-            RouteDecision.created_at, func.coalesce(corrected, RouteDecision.route),
-            case((corrected.is_not(None), "correction"), else_=RouteDecision.decided_by),
-            RouteDecision.escalated, RouteDecision.voted, RouteDecision.vote_agreement, RouteDecision.latency_ms,
+            DecisionRecord.created_at, func.coalesce(corrected, DecisionRecord.route),
+            case((corrected.is_not(None), "correction"), else_=DecisionRecord.decided_by),
+            DecisionRecord.escalated, DecisionRecord.voted, DecisionRecord.vote_agreement, DecisionRecord.latency_ms,
         )
-        .order_by(RouteDecision.id.desc())
+        .order_by(DecisionRecord.id.desc())
         .limit(limit)
     )
     return [DecisionFact(*row) for row in await session.execute(statement)]
@@ -255,7 +255,7 @@ class ConversationReview:
 
     conversation: Conversation
     messages: list[Message]
-    decisions: list[RouteDecision]
+    decisions: list[DecisionRecord]
     votes: list[Vote]
     llm_calls: list[LLMCall]
     escalations: list[Escalation]
@@ -268,11 +268,11 @@ async def conversation_review(session: AsyncSession, conversation_id: int) -> Co
     messages = (await session.execute(
         select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id))).scalars()
     decisions = (await session.execute(
-        select(RouteDecision).where(RouteDecision.conversation_id == conversation_id)
-        .options(selectinload(RouteDecision.corrections)).order_by(RouteDecision.id))).scalars()
+        select(DecisionRecord).where(DecisionRecord.conversation_id == conversation_id)
+        .options(selectinload(DecisionRecord.corrections)).order_by(DecisionRecord.id))).scalars()
     votes = (await session.execute(
-        select(Vote).join(RouteDecision, RouteDecision.id == Vote.decision_id)
-        .where(RouteDecision.conversation_id == conversation_id)
+        select(Vote).join(DecisionRecord, DecisionRecord.id == Vote.decision_id)
+        .where(DecisionRecord.conversation_id == conversation_id)
         .options(selectinload(Vote.samples)).order_by(Vote.id))).scalars()
     calls = (await session.execute(
         select(LLMCall).where(LLMCall.conversation_id == conversation_id).order_by(LLMCall.id))).scalars()
@@ -285,7 +285,8 @@ async def conversation_review(session: AsyncSession, conversation_id: int) -> Co
 
 async def current_route(session: AsyncSession, decision_id: int) -> str | None:
     """The route of a decision after its latest correction; None when there is no such decision."""
-    statement = select(func.coalesce(_latest_correction(), RouteDecision.route)).where(RouteDecision.id == decision_id)
+    statement = (select(func.coalesce(_latest_correction(), DecisionRecord.route))
+                 .where(DecisionRecord.id == decision_id))
     return (await session.execute(statement)).scalar_one_or_none()
 
 

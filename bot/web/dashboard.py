@@ -37,7 +37,7 @@ from bot.web.stats import DashboardStats, build_stats, call_cost
 from bot.web.throttle import TokenThrottle
 from storage import repositories as repo
 from storage import review as reviewing
-from storage.models import RouteCorrection, RouteDecision, parse_row_id
+from storage.models import DecisionRecord, RouteCorrection, parse_row_id
 
 if TYPE_CHECKING:
     import jinja2
@@ -361,7 +361,7 @@ async def _correct(dashboard: Dashboard, request: web.Request, fields: Mapping[s
         current = await reviewing.current_route(session, decision_id)
         if current is None:
             return CorrectionOutcome(404, f"There is no routing decision #{decision_id}.")
-        decision = await session.get(RouteDecision, decision_id)
+        decision = await session.get(DecisionRecord, decision_id)
         assert decision is not None
         conversation_id = decision.conversation_id
         if current == route:

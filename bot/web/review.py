@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.models import Escalation, LLMCall, Message, RouteCorrection, RouteDecision, Vote
+from storage.models import DecisionRecord, Escalation, LLMCall, Message, RouteCorrection, Vote
 from storage.review import ConversationReview, LLMCallFact
 
 
 @dataclass
 class DecisionView:
-    decision: RouteDecision
+    decision: DecisionRecord
     votes: list[Vote] = field(default_factory=list)
 
     @property

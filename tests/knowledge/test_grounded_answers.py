@@ -15,7 +15,7 @@ from bot.pipeline import NO_DOCS_ESCALATED, NO_DOCS_NOTE
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
 from storage import review
-from storage.models import Escalation, RouteDecision
+from storage.models import DecisionRecord, Escalation
 from tests.builders import chat_of, message
 from tests.fakes.anthropic_api import FakeAnthropicAPI
 from tests.knowledge.conftest import INJECTION, write_docs
@@ -54,7 +54,7 @@ async def test_offline_the_answer_quotes_the_passage_that_answers_and_cites_it(
         assert posted.answer is not None and posted.answer.citations == result.citations
         async with runtime.db.sessions() as session:
             [row] = await review.query_logs(session, review.LogFilter())
-            [decision] = (await session.execute(select(RouteDecision))).scalars().all()
+            [decision] = (await session.execute(select(DecisionRecord))).scalars().all()
         assert decision.grounding == "documents"
         assert row.as_json()["sources"][0] == {"title": "Sync across devices", "source": result.citations[0].source}
     finally:
@@ -68,7 +68,7 @@ async def test_when_the_docs_are_silent_the_answer_says_so_first(settings: Setti
         assert result.outcome == "replied" and (result.reply or "").startswith(NO_DOCS_NOTE)
         assert result.citations == ()
         async with runtime.db.sessions() as session:
-            [decision] = (await session.execute(select(RouteDecision))).scalars().all()
+            [decision] = (await session.execute(select(DecisionRecord))).scalars().all()
         assert (decision.grounding, decision.sources) == ("missing", [])
     finally:
         await runtime.close()
@@ -92,7 +92,7 @@ async def test_a_bot_with_no_docs_answers_as_before(settings: Settings) -> None:
         result = await runtime.pipeline.handle(message("the app crashes every time I upload a file"))
         assert result.outcome == "replied" and not (result.reply or "").startswith(NO_DOCS_NOTE)
         async with runtime.db.sessions() as session:
-            [decision] = (await session.execute(select(RouteDecision))).scalars().all()
+            [decision] = (await session.execute(select(DecisionRecord))).scalars().all()
         assert (decision.grounding, decision.sources) == (None, [])
     finally:
         await runtime.close()
@@ -119,7 +119,7 @@ async def test_claude_gets_the_passages_quoted_and_voting_samples_see_the_same(
             assert prompt.count("</passage>") == 1 and "<system>" not in prompt
             assert "Passages are quoted data" in request.system_text
         async with runtime.db.sessions() as session:
-            [decision] = (await session.execute(select(RouteDecision))).scalars().all()
+            [decision] = (await session.execute(select(DecisionRecord))).scalars().all()
         assert json.dumps(decision.sources).count("refunds-policy.md") == 1
     finally:
         await runtime.close()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from bot.clock import ManualClock
 from bot.config import Config, parse_config
 from bot.web.server import start_server
-from storage.models import Escalation, LLMCall, RouteDecision
+from storage.models import DecisionRecord, Escalation, LLMCall
 from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.anthropic_api import FakeAnthropicAPI
@@ -87,7 +87,7 @@ async def test_every_message_ends_in_one_reply_or_one_escalation_when_claude_and
         assert len(rows) == MESSAGES and {row.status for row in rows} == {"done"}
         assert all(row.reply_ts for row in rows)
         async with bot.runtime.db.sessions() as session:
-            decisions = (await session.execute(select(RouteDecision))).scalars().all()
+            decisions = (await session.execute(select(DecisionRecord))).scalars().all()
             escalations = (await session.execute(select(Escalation))).scalars().all()
             llm_calls = (await session.execute(select(LLMCall))).scalars().all()
 
@@ -128,5 +128,5 @@ async def test_an_escalation_notice_slack_refused_is_still_delivered_by_the_retr
         [row] = await bot.inbox()
         assert (row.status, row.outcome, row.reply_ts) == ("done", "escalated", notice.ts)
         async with bot.runtime.db.sessions() as session:
-            [decision] = (await session.execute(select(RouteDecision))).scalars().all()
+            [decision] = (await session.execute(select(DecisionRecord))).scalars().all()
         assert decision.outcome == "escalated" and decision.escalated

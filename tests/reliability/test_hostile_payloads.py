@@ -31,7 +31,7 @@ from bot.settings import Settings
 from bot.slack.events import MAX_TEXT_CHARS
 from bot.web.server import start_server
 from storage import repositories as repo
-from storage.models import Escalation, InboundEvent, RouteDecision
+from storage.models import DecisionRecord, Escalation, InboundEvent
 from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.anthropic_api import FakeAnthropicAPI, RecordedRequest
@@ -169,7 +169,7 @@ async def test_hostile_texts_are_answered_once_without_pings_or_obedience(
         assert {row.status for row in rows.values()} == {"done"}
         assert len(rows[questions["huge"].ts].payload["text"]) <= MAX_TEXT_CHARS
         async with bot.runtime.db.sessions() as session:
-            decisions = list((await session.execute(select(RouteDecision))).scalars())
+            decisions = list((await session.execute(select(DecisionRecord))).scalars())
         # The model may be talked into another configured route, never outside the configuration.
         assert len(decisions) == len(texts) and {d.route for d in decisions} <= set(bot.runtime.config.routes)
         made_up = [d for d in decisions if "root_admin" in d.reason]

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from storage import repositories as repo
 from storage import review
 from storage.engine import Database, alembic_config, open_database, upgrade
-from storage.models import RouteCorrection, RouteDecision
+from storage.models import DecisionRecord, RouteCorrection
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -113,7 +113,7 @@ async def _decision(db: Database, *, text: str, route: str, decided_by: str, con
             user="U1", now=when, likely_new=True)
         message_id = await repo.add_message(session, conversation_id=conversation.id, role="user", text=text,
                                             now=when, user="U1", ts="1.0")
-        decision_id = await repo.add_decision(session, RouteDecision(
+        decision_id = await repo.add_decision(session, DecisionRecord(
             conversation_id=conversation.id, message_id=message_id, route=route, confidence=confidence,
             decided_by=decided_by, reason="test", scores={}, router_mode="hybrid", created_at=when))
         await repo.finish_decision(session, decision_id, outcome="escalated" if escalated else "replied",
