@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import Config
-from bot.feedback import BAD_ANSWER_OFFER, NOT_THE_ASKER
+from bot.feedback import BAD_ANSWER_OFFER, NOT_THE_ASKER, is_thanks
 from storage.models import AnswerFeedback, Conversation, Escalation
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import FakeSlackAPI, SlackMessage
@@ -210,3 +210,21 @@ async def test_quiet_threads_settle_when_the_window_has_passed(bot: SlackBotHarn
     # Coming back reopens the thread.
     await ask(bot, "one more thing: can I upload from my phone?", thread_ts=answered.ts)
     assert await resolution(bot, answered.ts) == (None, None)
+
+
+@pytest.mark.parametrize(("text", "thanks"), [
+    ("thanks, that worked", True),
+    ("Thank you so much, fixed!", True),
+    ("perfect, works now 🙏", True),
+    ("that did the trick", True),
+    ("thanks!", True),
+    ("thanks but it still fails", False),
+    ("thanks, I'll try that later", False),
+    ("thanks. doesn't work though", False),
+    ("thank you! what about the export?", False),
+    ("it worked yesterday, now it fails again", False),
+    ("ok", False),
+    ("the upload stops at 50%, thanks for the earlier help but this is a different error message", False),
+])
+def test_the_thanks_matcher_is_careful(text: str, thanks: bool) -> None:
+    assert is_thanks(text) is thanks
