@@ -186,7 +186,7 @@ def parse_since(value: str | None, now: datetime) -> datetime | None:
 
 
 LOG_COLUMNS = ["created_at", "channel", "thread_ts", "user", "text", "route", "confidence", "decided_by",
-               "escalated", "voted", "vote_agreement", "reply", "latency_ms"]
+               "escalated", "voted", "vote_agreement", "reply", "latency_ms", "feedback", "resolution"]
 
 
 @app.command()
@@ -201,6 +201,9 @@ def logs(
     since: Annotated[str | None, typer.Option(help="e.g. 24h, 7d, or 2026-01-31")] = None,
     until: Annotated[str | None, typer.Option(help="e.g. 1h, or 2026-02-01")] = None,
     search: Annotated[str | None, typer.Option("--search", "--text", help="text in the message or reply")] = None,
+    feedback: Annotated[str | None, typer.Option(help="the asker rated the answer: good or bad")] = None,
+    resolution: Annotated[str | None, typer.Option(
+        help="resolved_by_bot|escalated|resolved_by_human|abandoned|open")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
     format: Annotated[LogFormat, typer.Option(
         "--format", help="table, json (one object a line) or csv")] = LogFormat.table,
@@ -213,7 +216,8 @@ def logs(
     query, errors = LogQuery.read(
         {"route": route, "decided_by": decided_by, "escalated": escalated, "voted": voted,
          "confidence_below": confidence_below, "channel": channel, "user": user, "since": since, "until": until,
-         "search": search}, routes=config.route_names, now=datetime.now(UTC))
+         "search": search, "feedback": feedback, "resolution": resolution}, routes=config.route_names,
+        now=datetime.now(UTC))
     if errors:
         raise _fail("; ".join(f"--{error.replace('_', '-', error.index(':'))}" for error in errors))
     _run(_logs(settings, query.filter(limit=limit), format, follow))
@@ -271,7 +275,7 @@ def _log_emitter(fmt: LogFormat) -> Callable[[list[Any], bool], None]:
             console.print("[dim]no routing decisions match[/]")
             return
         table = Table(show_header=first, box=None, pad_edge=False)
-        for column in ("when", "channel", "user", "route", "conf", "by", "esc", "vote"):
+        for column in ("when", "channel", "user", "route", "conf", "by", "esc", "vote", "end"):
             table.add_column(column, no_wrap=True)
         table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
         table.add_column("reply", overflow="ellipsis", no_wrap=True, ratio=1)
@@ -280,10 +284,18 @@ def _log_emitter(fmt: LogFormat) -> Callable[[list[Any], bool], None]:
                 row.created_at.strftime("%Y-%m-%d %H:%M:%S"), row.channel, row.user or "", row.route,
                 f"{row.confidence:.2f}", row.decided_by, "yes" if row.escalated else "",
                 f"{row.vote_agreement:.0%}" if row.vote_agreement is not None else "",
+                _thread_end(row.feedback, row.resolution),
                 _clip(row.text, 60), _clip(row.reply or "", 60),
             )
         console.print(table)
     return emit_table
+
+
+def _thread_end(feedback: str | None, resolution: str | None) -> str:
+    """The asker's rating and the thread's resolution in a few characters: "👍 bot", "👎", "human"."""
+    thumb = {"good": "👍", "bad": "👎"}.get(feedback or "", "")
+    short = {"resolved_by_bot": "bot", "resolved_by_human": "human", "escalated": "esc", "abandoned": "gone"}
+    return " ".join(part for part in (thumb, short.get(resolution or "", "")) if part)
 
 
 def _clip(text: str, width: int) -> str:

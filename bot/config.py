@@ -274,6 +274,12 @@ class KnowledgeSection(_Section):
     on_missing: Literal["escalate", "say"] = "say"
 
 
+class ResolutionSection(_Section):
+    # A thread where nobody wrote or rated anything for this long is settled (resolved_by_bot when the bot's
+    # answer was the last word and not rated 👎; see bot.vocabulary.Resolution).
+    assume_resolved_after_h: Annotated[float, Field(gt=0, le=24 * 90)] = 24
+
+
 class Config(_Section):
     """The whole validated config; `source` names the file it came from."""
 
@@ -286,6 +292,7 @@ class Config(_Section):
     voting: VotingSection = VotingSection()
     llm: LLMSection = LLMSection()
     knowledge: KnowledgeSection = KnowledgeSection()
+    resolution: ResolutionSection = ResolutionSection()
     source: str = BUILT_IN_SOURCE
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from bot.vocabulary import ConversationState, DecidedBy, Origin, Outcome, Role, Verdict
+from bot.vocabulary import ConversationState, DecidedBy, FeedbackValue, Origin, Outcome, Role, Trigger, Verdict
 
 # "reply": the bot's own answer (it offers a person); "notice": a status note (a person is coming, …).
 ReplyKind = Literal["reply", "notice"]
@@ -120,6 +120,8 @@ class Answer:
     text: str
     kind: ReplyKind = "reply"
     citations: tuple[Citation, ...] = ()
+    # The bot's own answers ask to be rated (👍 / 👎, action `reply_feedback`); notices never do.
+    asks_feedback: bool = False
 
     @property
     def offers_human(self) -> bool:
@@ -134,6 +136,20 @@ class Notice:
 
     template: str
     user: str | None = None
+    # With a trigger, the notice carries a "Get a human" button that opens an escalation with it.
+    human_trigger: Trigger | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackPress:
+    """A person rated a bot answer: the thread, the answer's message, who, and 👍 ("good") or 👎 ("bad")."""
+
+    team: str
+    channel: str
+    thread_ts: str
+    answer_ts: str
+    user: str
+    value: FeedbackValue
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from bot.domain import (
 )
 from bot.errors import LLMError, TransportError
 from bot.escalation import EscalationRequest, EscalationService
+from bot.feedback import asker_wrote
 from bot.grounding import Knowledge
 from bot.llm.base import LLM
 from bot.metrics import Metrics
@@ -77,6 +78,8 @@ class LoadedThread:
     # The decision already logged for this message, when a crash interrupted a first attempt.
     existing: DecisionRecord | None
     joined_late: bool
+    # The asker's message says the bot's answer worked ("thanks, that worked"): the thread is resolved.
+    thanked: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def grounded_answer(text: str, grounding: Grounding | None) -> Answer:
     """The answer with the pages it was grounded in; when the docs do not cover it, it says so first."""
     if grounding is not None and grounding.missing and not text.startswith(NO_DOCS_NOTE):
         text = f"{NO_DOCS_NOTE}\n\n{text}"
-    return Answer(text, citations=grounding.citations if grounding is not None else ())
+    return Answer(text, citations=grounding.citations if grounding is not None else (), asks_feedback=True)
 
 
 def recorded_citations(decision: DecisionRecord | None) -> tuple[Citation, ...]:
@@ -261,9 +264,10 @@ class Pipeline:
         if thread.state.person_has_it and not undelivered:
             await self._finish(event, outcome="quiet")
             return ProcessResult(outcome="quiet", notes=(f"a person has this thread ({thread.state})",))
-        if self.config.bot.ignore_pleasantries and PLEASANTRY.match(msg.text.strip()):
+        if self.config.bot.ignore_pleasantries and (loaded.thanked or PLEASANTRY.match(msg.text.strip())):
             await self._finish(event, outcome="ignored")
-            return ProcessResult(outcome="ignored", notes=("pleasantry, no reply needed",))
+            note = "thanks: the thread is resolved" if loaded.thanked else "pleasantry, no reply needed"
+            return ProcessResult(outcome="ignored", notes=(note,))
         if loaded.joined_late:
             thread = dataclasses.replace(thread, history=tuple(await self._earlier_in_slack(msg)))
 
@@ -273,7 +277,8 @@ class Pipeline:
             # Recovering after a crash mid-delivery: say what was decided then, nothing new.
             outcome: Outcome = event.outcome or "replied"  # type: ignore[assignment]
             handled = Handled(Answer(event.reply_intent, "reply" if outcome == "replied" else "notice",
-                                     citations=recorded_citations(loaded.existing)), outcome)
+                                     citations=recorded_citations(loaded.existing),
+                                     asks_feedback=outcome == "replied"), outcome)
         else:
             handled = await self._handle(event, msg, thread, decision, decision_id)
         latency_ms = await self._deliver(event, msg, handled, thread.conversation_id, decision_id)
@@ -299,10 +304,13 @@ class Pipeline:
         if stored is None and not created:
             stored = await repo.find_message(session, conversation.id, msg.ts)
         existing = None
+        thanked = False
         if stored is None:
             message_id = await repo.add_message(
                 session, conversation_id=conversation.id, role="user", user=msg.user, ts=msg.ts, text=msg.text,
                 event_id=msg.event_id, now=now, touch=False)
+            if not created:
+                thanked = await asker_wrote(session, conversation.id, user=msg.user, text=msg.text, now=now)
         else:
             message_id = stored.id
             # Seen before: a retry after a crash keeps the decision already made and logged.
@@ -316,6 +324,7 @@ class Pipeline:
             existing=existing,
             # Mentioned mid-thread: the earlier messages are only in Slack.
             joined_late=created and msg.thread_ts is not None,
+            thanked=thanked,
         )
 
     async def _earlier_in_slack(self, msg: InboundMessage) -> list[Turn]:
@@ -469,7 +478,7 @@ class Pipeline:
                                        text=handled.answer.text, ts=posted.ts, now=now)
             if decision_id is not None:
                 await repo.finish_decision(session, decision_id, outcome=handled.outcome,
-                                           reply_text=handled.answer.text,
+                                           reply_text=handled.answer.text, reply_ts=posted.ts,
                                            escalated=handled.outcome == "escalated", latency_ms=latency_ms)
         return latency_ms
 

@@ -16,6 +16,7 @@ import structlog
 from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.escalation import EscalationService
+from bot.feedback import FeedbackService
 from bot.grounding import Knowledge
 from bot.llm.base import LLM
 from bot.llm.breaker import CircuitBreaker
@@ -82,6 +83,7 @@ class Runtime:
     local_router: LocalRouter
     pipeline: Pipeline
     escalations: EscalationService
+    feedback: FeedbackService
     dispatcher: Dispatcher
     instance_id: str
 
@@ -101,8 +103,8 @@ class Runtime:
         if orphans:
             log.info("taking_back_unfinished_work", count=orphans)
         interval = self.settings.supportbot_recovery_interval_s
-        self.dispatcher.start_background(sweep=self.escalations.sweep, recovery_interval_s=interval,
-                                         sweep_interval_s=interval)
+        self.dispatcher.start_background(sweep=self.escalations.sweep, settle=self.feedback.settle,
+                                         recovery_interval_s=interval, sweep_interval_s=interval)
         await self.dispatcher.recover()
 
     async def drain(self) -> None:
@@ -156,6 +158,7 @@ async def build_runtime(
     stack = FallbackLLM(CircuitBreaker(recorded, config.llm, clock, metrics), config.llm, clock)
     chat = chat or LocalChat(clock)
     escalations = EscalationService(config, db, chat, clock)
+    feedback = FeedbackService(config, db, chat, clock, escalations.roster)
     instance = instance_id or settings.supportbot_instance_id or f"{socket.gethostname()}:{os.getpid()}"
     pipeline = Pipeline(
         config=config, db=db, router=build_router(config, stack, local), handlers=HandlerRegistry(config),
@@ -167,5 +170,5 @@ async def build_runtime(
     log.info("runtime_ready", llm=stack.provider, router=config.router.mode, database=db.dialect,
              instance=instance, corrections=len(local.corrections))
     return Runtime(settings=settings, config=config, db=db, clock=clock, metrics=metrics, chat=chat,
-                   llm=stack, local_router=local, pipeline=pipeline, escalations=escalations,
+                   llm=stack, local_router=local, pipeline=pipeline, escalations=escalations, feedback=feedback,
                    dispatcher=dispatcher, instance_id=instance)

@@ -56,12 +56,16 @@ class Dispatcher:
         return len(self._tasks)
 
     def start_background(self, *, sweep: Callable[[], Awaitable[int]] | None = None,
+                         settle: Callable[[], Awaitable[int]] | None = None,
                          recovery_interval_s: float = RECOVERY_INTERVAL_S,
                          sweep_interval_s: float = SWEEP_INTERVAL_S) -> None:
-        """Periodic recovery of unfinished inbox rows (crashes, lapsed leases) and escalation sweeps."""
+        """Periodic recovery of unfinished inbox rows (crashes, lapsed leases), escalation sweeps, and the
+        settling of threads that went quiet (bot.feedback), the last two at the sweep interval."""
         self._loops.append(asyncio.create_task(self._every(recovery_interval_s, self.recover), name="recovery"))
         if sweep is not None:
             self._loops.append(asyncio.create_task(self._every(sweep_interval_s, sweep), name="sweeper"))
+        if settle is not None:
+            self._loops.append(asyncio.create_task(self._every(sweep_interval_s, settle), name="settler"))
 
     async def recover(self) -> int:
         async with self._pipeline.db.sessions() as session:

@@ -28,11 +28,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from bot.vocabulary import (
     ConversationState,
     EscalationState,
+    FeedbackValue,
     Grounding,
     InboxStatus,
     Origin,
     Outcome,
     Purpose,
+    Resolution,
+    ResolutionBasis,
     Role,
     Trigger,
     Verdict,
@@ -82,6 +85,8 @@ class Conversation(Base):
         UniqueConstraint("team", "channel", "thread_ts", name="uq_conversation_thread"),
         check("state", ConversationState, "conversations"),
         check("source", Origin, "conversations"),
+        check("resolution", Resolution, "conversations"),
+        check("resolution_basis", ResolutionBasis, "conversations"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -94,6 +99,10 @@ class Conversation(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     taken_over_by: Mapped[str | None] = mapped_column(String(64))
     taken_over_at: Mapped[datetime | None]
+    # What became of the thread (bot.vocabulary.Resolution), why, and when; NULL while it is open.
+    resolution: Mapped[str | None] = mapped_column(String(24))
+    resolution_basis: Mapped[str | None] = mapped_column(String(24))
+    resolved_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -190,6 +199,8 @@ class DecisionRecord(Base):
     sources: Mapped[list[Any]] = mapped_column(default=list)
     # Receipt of the message to the reply or escalation being posted.
     latency_ms: Mapped[float | None] = mapped_column(Float)
+    # The ts of the message that answered it: feedback pressed on that message is feedback on this decision.
+    reply_ts: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
 
     conversation: Mapped[Conversation] = relationship()
@@ -197,6 +208,29 @@ class DecisionRecord(Base):
     corrections: Mapped[list[RouteCorrection]] = relationship(
         back_populates="decision", order_by="RouteCorrection.id", cascade="all, delete-orphan"
     )
+
+
+class AnswerFeedback(Base):
+    """One person's 👍 or 👎 on one bot answer; pressing again changes it (the latest press wins)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("decision_id", "user", name="uq_feedback_decision_user"),
+        check("value", FeedbackValue, "feedback"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("route_decisions.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    user: Mapped[str] = mapped_column(String(64))
+    # The person who asked the question the answer replied to (otherwise: staff or on-call rating it).
+    from_asker: Mapped[bool] = mapped_column(Boolean)
+    # good | bad
+    value: Mapped[str] = mapped_column(String(8))
+    # What was wrong, in the asker's words: their next message in the thread after a 👎.
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class Vote(Base):

@@ -35,6 +35,12 @@ LOCAL_ONCALL_USER = "ULOCALONCALL"
 SWEEP_BATCH = 50
 
 ActionResult = Literal["done", "already", "refused", "not_found"]
+# The triggers a person's "Get a human" press opens an escalation with.
+RequestTrigger = Literal["user_request", "feedback"]
+REQUEST_REASONS: dict[RequestTrigger, str] = {
+    "user_request": "pressed the “Get a human” button",
+    "feedback": "rated the answer 👎 and pressed “Get a human”",
+}
 
 REQUEST_NOTICE = Notice("I've asked a person from the support team to join; they will reply in this thread. "
                         "I'll stay quiet here in the meantime.")
@@ -117,8 +123,10 @@ class EscalationService:
             await self._pager.deliver_if_due(escalation_id)
         return escalation_id
 
-    async def request_human(self, team: str, channel: str, thread_ts: str, user: str) -> ActionResult:
-        """The "Get a human" button: open an escalation for the thread, page, tell the thread.
+    async def request_human(self, team: str, channel: str, thread_ts: str, user: str, *,
+                            trigger: RequestTrigger = "user_request") -> ActionResult:
+        """The "Get a human" button (on an answer, or on the offer after a 👎: trigger "feedback"): open an
+        escalation for the thread, page, tell the thread.
 
         "done" when opened, "already" when the thread has an open escalation (nothing changes)."""
         async with self._db.sessions() as session:
@@ -133,8 +141,8 @@ class EscalationService:
             context = await records.request_context(session, conversation_id)
         escalation = Escalation(
             conversation_id=conversation_id, decision_id=context.decision_id,
-            dedupe_key=f"request:{team}:{channel}:{thread_ts}:{context.earlier + 1}", trigger="user_request",
-            reason="pressed the “Get a human” button", requester=user,
+            dedupe_key=f"request:{team}:{channel}:{thread_ts}:{context.earlier + 1}", trigger=trigger,
+            reason=REQUEST_REASONS[trigger], requester=user,
             summary=(context.last_text or "(asked for a person)")[:4000], route=context.route,
             confidence=context.confidence, drafts=[], permalink=permalink,
         )
