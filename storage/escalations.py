@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.vocabulary import OPEN_ESCALATION_STATES, ConversationState, EscalationState
+from storage import sla as clocks
 from storage.models import Conversation, DecisionRecord, Escalation, EscalationEvent, EscalationPage, Message
 from storage.repositories import set_conversation_state
 
@@ -142,6 +143,9 @@ async def transition(
     if to_state is EscalationState.RESOLVED:
         await set_conversation_state(session, conversation_id, ConversationState.RESOLVED, now=now)
         conversation_state = ConversationState.RESOLVED
+        await clocks.record_resolution(session, conversation_id, at=now)
+        # Resolved before anyone wrote in the thread: there is no first human reply to wait for.
+        await clocks.stop(session, escalation_id=escalation_id, metrics=("first_human_response",), at=now)
     return Transition(EscalationState(previous), Thread(conversation_id, channel, thread_ts, conversation_state))
 
 
@@ -155,6 +159,7 @@ async def expire(session: AsyncSession, due: Due, *, note: str, now: datetime) -
         return None
     session.add(EscalationEvent(escalation_id=due.id, from_state=EscalationState.PAGED,
                                 to_state=EscalationState.EXPIRED, actor=None, note=note, at=now))
+    await clocks.stop(session, escalation_id=due.id, metrics=("first_human_response", "resolution"), at=now)
     thread = await thread_of(session, due.id)
     if thread.state == ConversationState.ESCALATED:
         await set_conversation_state(session, thread.conversation_id, ConversationState.OPEN, now=now)
