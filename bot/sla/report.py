@@ -8,7 +8,6 @@ has recorded it yet, so the numbers do not depend on when the sweep last ran.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import Any, cast
 
 from bot.sla.policy import SlaPolicy
 from bot.vocabulary import SLA_METRICS, SlaMetric
+from bot.web.stats import percentile
 from storage.models import SlaClock
 
 
@@ -52,16 +52,6 @@ class ScopeStats:
                 **{metric: stats.as_json() for metric, stats in self.metrics.items()}}
 
 
-def percentile(values: Sequence[float], share: float) -> float | None:
-    """Linear interpolation between the closest ranks (numpy's default); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * share
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def breached(clock: SlaClock, now: datetime) -> bool:
     """The deadline passed with the clock neither met nor stopped by then."""
     deadline = clock.deadline
@@ -86,7 +76,7 @@ def metric_stats(clocks: Iterable[SlaClock], target_s: float | None, policy: Sla
     in_time = sum(clock.met_at is not None and clock.deadline is not None and clock.met_at <= clock.deadline
                   for clock in rows)
     running = sum(clock.met_at is None and clock.stopped_at is None for clock in rows)
-    return MetricStats(count=len(times), p50_s=percentile(times, 0.5), p90_s=percentile(times, 0.9),
+    return MetricStats(count=len(times), p50_s=percentile(times, 50), p90_s=percentile(times, 90),
                        target_s=target_s, share_met=in_time / (in_time + breaches) if in_time + breaches else None,
                        breaches=breaches, open=running)
 
