@@ -56,6 +56,9 @@ Origin = Literal["slack", "local", "cli", "triage"]
 Verdict = Literal["reply", "needs_human", "error"]
 # What an LLM call was for (llm_calls.purpose, metrics labels).
 Purpose = Literal["route", "reply", "vote", "judge", "triage"]
+# What a response-time clock measures (sla_clocks.metric): the customer's first message to the bot's first
+# post; a page to a person's first message in the thread; the customer's first message to resolution.
+SlaMetric = Literal["first_response", "first_human_response", "resolution"]
 
 # A person's rating of one bot answer (👍 / 👎).
 FeedbackValue = Literal["good", "bad"]
@@ -75,6 +78,7 @@ ResolutionBasis = Literal["feedback", "thanks", "no_follow_up", "escalation_open
 SETTLED: tuple[Resolution, ...] = ("resolved_by_bot", "resolved_by_human", "abandoned")
 
 DECIDED_BY: tuple[DecidedBy, ...] = get_args(DecidedBy)
+SLA_METRICS: tuple[SlaMetric, ...] = get_args(SlaMetric)
 
 
 def values(kind: object) -> tuple[str, ...]:

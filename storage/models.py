@@ -37,6 +37,7 @@ from bot.vocabulary import (
     Resolution,
     ResolutionBasis,
     Role,
+    SlaMetric,
     Trigger,
     Verdict,
     sql_in,
@@ -366,6 +367,39 @@ class EscalationEvent(Base):
     at: Mapped[datetime]
 
     escalation: Mapped[Escalation] = relationship(back_populates="events")
+
+
+class SlaClock(Base):
+    """One response-time clock of a thread: started, warned (once), breached (once), met or stopped.
+
+    first_response: one per conversation; first_human_response and resolution: one per escalation.
+    `elapsed_s` is the counted time (business hours where they apply), written once the clock is met."""
+
+    __tablename__ = "sla_clocks"
+    __table_args__ = (
+        Index("ix_sla_clocks_deadline", "deadline"),
+        check("metric", SlaMetric, "sla_clocks"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # "<metric>:c<conversation id>" or "<metric>:e<escalation id>": a clock is started once, by any replica.
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    escalation_id: Mapped[int | None] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    route: Mapped[str | None] = mapped_column(String(64))
+    # None: measured without a target (no warning, no breach).
+    target_s: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime]
+    warn_due_at: Mapped[datetime | None]
+    deadline: Mapped[datetime | None]
+    warned_at: Mapped[datetime | None]
+    # When the target was missed (the deadline), recorded once.
+    breached_at: Mapped[datetime | None]
+    met_at: Mapped[datetime | None]
+    # The clock ended without what it waits for (the escalation expired, or was resolved without a reply).
+    stopped_at: Mapped[datetime | None]
+    elapsed_s: Mapped[float | None] = mapped_column(Float)
 
 
 class LLMCall(Base):

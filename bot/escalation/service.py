@@ -22,6 +22,8 @@ from bot.domain import InboundMessage, Notice
 from bot.escalation.paging import Pager
 from bot.escalation.roster import Roster
 from bot.ports import ChatPort
+from bot.sla.clocks import start_escalation_clocks
+from bot.sla.policy import SlaPolicy
 from bot.vocabulary import OPEN_ESCALATION_STATES, ConversationState, EscalationState, Trigger
 from storage import escalations as records
 from storage import repositories as repo
@@ -78,6 +80,7 @@ class EscalationService:
         capabilities = chat.capabilities
         self._local = capabilities.local_page_channel is not None
         self._settings = config.escalation
+        self._sla = SlaPolicy(config.sla)
         self._db = db
         self._chat = chat
         self._clock = clock
@@ -168,6 +171,10 @@ class EscalationService:
                 if found is not None:
                     return found, False
                 escalation_id = await records.insert(session, escalation, now=now)
+                thread = await records.thread_of(session, escalation_id)
+                await start_escalation_clocks(session, self._sla, escalation_id=escalation_id,
+                                              conversation_id=escalation.conversation_id, route=escalation.route,
+                                              channel=thread.channel, paged_at=now)
         except IntegrityError:
             # Another replica (or a double click) opened it a moment ago.
             async with self._db.sessions() as session:
