@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 from sqlalchemy import select
 
 from bot.clock import ManualClock
@@ -14,6 +17,7 @@ from bot.runtime import Runtime
 from storage.models import KnowledgeProposal
 from tests.conftest import config_with
 from tests.escalation.conftest import Factory, customer_message
+from tests.knowledge.test_kb_cli import kb, operator_env
 
 QUESTION = "Do you sign a HIPAA business associate agreement for the enterprise plan?"
 ANSWER = "Yes: enterprise customers can sign our BAA. Email legal@quillpad.example and we send it within two days."
@@ -123,3 +127,32 @@ async def test_bad_review_input_gets_a_clear_error_and_changes_nothing(
             raise AssertionError(f"expected a ProposalError about {message!r}")
     [unchanged] = await review.proposals("proposed")
     assert unchanged.edited_answer is None and not await KnowledgeBase(runtime.db, runtime.config).has_sources()
+
+
+async def test_reviewers_list_approve_with_an_edit_and_reject_through_the_cli(
+    make_runtime: Factory, clock: ManualClock, sqlite_url: str,
+) -> None:
+    runtime = await make_runtime(proposals_config())
+    await answered_and_resolved(runtime, clock)
+    [proposal] = await review_of(runtime, clock).proposals()
+    env = operator_env(sqlite_url)
+
+    table = await asyncio.to_thread(kb, ["proposals"], env)
+    assert table.returncode == 0, table.stderr
+    assert "proposed" in table.stdout and "HIPAA business associate" in table.stdout and "U0ALICE" in table.stdout
+    edited = await asyncio.to_thread(kb, ["approve", str(proposal.id), "--text", "Yes, ask your account manager.",
+                                          "--reviewer", "rita"], env)
+    assert edited.returncode == 0 and f"approved proposal {proposal.id} (edited)" in edited.stdout
+    [shown] = [json.loads(line) for line in (await asyncio.to_thread(
+        kb, ["proposals", "--status", "approved", "--format", "json"], env)).stdout.splitlines()]
+    assert (shown["status"], shown["reviewer"], shown["answer"]) == ("approved", "rita", ANSWER)
+    assert shown["indexed_answer"] == shown["edited_answer"] == "Yes, ask your account manager."
+
+    rejected = await asyncio.to_thread(kb, ["reject", str(proposal.id)], env)
+    assert rejected.returncode == 0 and "rejected proposal" in rejected.stdout
+    assert [s.documents for s in await KnowledgeBase(runtime.db, runtime.config).sources()] == [0]
+    for args, error in ((["approve", "abc"], "'abc' is not a proposal id"),
+                        (["reject", "77"], "there is no proposed answer #77"),
+                        (["approve", str(proposal.id), "--text", " "], "the edited answer is empty")):
+        refused = await asyncio.to_thread(kb, args, env)
+        assert refused.returncode == 2 and error in refused.stderr and "Traceback" not in refused.stderr
