@@ -8,7 +8,16 @@ from datetime import datetime
 from typing import Any, Literal
 
 from bot.vocabulary import (
-    ConversationState, DecidedBy, FeedbackValue, Origin, Outcome, Role, SlaMetric, Trigger, Verdict,
+    CitationKind,
+    ConversationState,
+    DecidedBy,
+    FeedbackValue,
+    Origin,
+    Outcome,
+    Role,
+    SlaMetric,
+    Trigger,
+    Verdict,
 )
 
 # "reply": the bot's own answer (it offers a person); "notice": a status note (a person is coming, …).
@@ -69,16 +78,26 @@ class PostedMessage:
     ts: str
 
 
+TEAM_ANSWER_LABEL = "An answer the team gave before"
+
+
 @dataclass(frozen=True)
 class Citation:
-    """A document an answer was grounded in: its title and where it lives (a file path or a URL)."""
+    """A document an answer was grounded in: its title and where it lives (a file path or a URL); a team answer
+    is a reviewed answer a person gave in an earlier thread (its source links to that thread)."""
 
     title: str
     source: str
+    kind: CitationKind = "docs"
 
     @property
     def url(self) -> str | None:
         return self.source if self.source.startswith(("https://", "http://")) else None
+
+    @property
+    def label(self) -> str:
+        """The title as shown under an answer: a team answer says it is one."""
+        return f"{TEAM_ANSWER_LABEL}: {self.title}" if self.kind == "team_answer" else self.title
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,7 @@ class Document:
     source: str
     text: str
     score: float
+    kind: CitationKind = "docs"
 
 
 @dataclass(frozen=True)
@@ -107,13 +127,13 @@ class Grounding:
         """One citation per page, in rank order."""
         seen: dict[str, Citation] = {}
         for document in self.documents:
-            seen.setdefault(document.source, Citation(document.title, document.source))
+            seen.setdefault(document.source, Citation(document.title, document.source, document.kind))
         return tuple(seen.values())
 
     def as_record(self) -> list[dict[str, object]]:
         """The passages as stored with the route decision (and shown by `logs` and the dashboard)."""
-        return [{"title": d.title, "source": d.source, "heading": d.heading, "score": round(d.score, 4)}
-                for d in self.documents]
+        return [{"title": d.title, "source": d.source, "heading": d.heading, "score": round(d.score, 4),
+                 "kind": d.kind} for d in self.documents]
 
 
 @dataclass(frozen=True)

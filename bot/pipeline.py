@@ -109,7 +109,8 @@ def recorded_citations(decision: DecisionRecord | None) -> tuple[Citation, ...]:
     if decision is None or not decision.sources:
         return ()
     return Grounding(tuple(Document(str(s.get("title", "")), str(s.get("heading", "")), str(s.get("source", "")),
-                                    "", 0.0) for s in decision.sources)).citations
+                                    "", 0.0, "team_answer" if s.get("kind") == "team_answer" else "docs")
+                           for s in decision.sources)).citations
 
 
 class Pipeline:

@@ -44,6 +44,12 @@ OPEN_ESCALATION_STATES: tuple[EscalationState, ...] = (EscalationState.PAGED, Es
 Trigger = Literal["route", "rule", "vote", "llm_failure", "user_request", "failure", "no_docs", "feedback"]
 # What the knowledge base gave an answer: relevant passages, or nothing relevant (for a route that has docs).
 Grounding = Literal["documents", "missing"]
+# A reviewer's verdict on an answer a person gave in a resolved escalation, proposed as knowledge.
+ProposalStatus = Literal["proposed", "approved", "rejected"]
+# The knowledge source that holds the approved answers; its passages are cited as answers the team gave before.
+TEAM_ANSWERS_SOURCE = "answers"
+# What a cited document is: a page of the team's docs, or an answer the team gave before.
+CitationKind = Literal["docs", "team_answer"]
 # Which tier decided a route; a reviewer's correction shows as "correction".
 DecidedBy = Literal["rules", "local", "llm", "hybrid", "correction"]
 RouterMode = Literal["rules", "local", "llm", "hybrid"]

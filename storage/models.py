@@ -33,6 +33,7 @@ from bot.vocabulary import (
     InboxStatus,
     Origin,
     Outcome,
+    ProposalStatus,
     Purpose,
     Resolution,
     ResolutionBasis,
@@ -507,6 +508,40 @@ class KnowledgePassage(Base):
     terms: Mapped[str] = mapped_column(Text, default="")
     # float16 unit vector of the passage in the static embedding space (bot/knowledge/embed.py).
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class KnowledgeProposal(Base):
+    """An answer a person gave in an escalated thread, proposed as knowledge when the escalation was resolved.
+
+    Nothing of it is indexed until a reviewer approves it; the approved text (the reviewer's edit, when there is
+    one) is then a document of the source `answers`, cited by `permalink`."""
+
+    __tablename__ = "knowledge_proposals"
+    __table_args__ = (check("status", ProposalStatus, "knowledge_proposals"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    # One proposal per resolved escalation, however often the resolve is replayed.
+    escalation_id: Mapped[int] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"), unique=True)
+    route: Mapped[str | None] = mapped_column(String(64))
+    # The customer's messages before the page, and what the team wrote in the thread after it.
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    answered_by: Mapped[str | None] = mapped_column(String(64))
+    # The person's answer in the chat (the thread when the answer's own link is unknown).
+    permalink: Mapped[str | None] = mapped_column(Text)
+    # proposed -> approved | rejected (an approved one can be edited again or rejected, leaving the index)
+    status: Mapped[str] = mapped_column(String(16), default="proposed", index=True)
+    reviewer: Mapped[str | None] = mapped_column(String(64))
+    # The reviewer's version of the answer (personal data taken out, …): what gets indexed instead of `answer`.
+    edited_answer: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+
+    @property
+    def indexed_answer(self) -> str:
+        """The text that is (or would be) indexed: the reviewer's edit, else the person's answer."""
+        return self.edited_answer if self.edited_answer is not None else self.answer
 
 
 class AuthFailure(Base):

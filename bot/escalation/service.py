@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain import InboundMessage, Notice
+from bot.escalation.learning import propose_answer
 from bot.escalation.paging import Pager
 from bot.escalation.roster import Roster
 from bot.ports import ChatPort
@@ -194,7 +195,8 @@ class EscalationService:
                                       from_states=(EscalationState.PAGED,))
 
     async def resolve(self, escalation_id: int | str, user: str) -> ActionResult:
-        """`escalation_resolve`: same answers as acknowledge; resolving lets the bot answer the thread again."""
+        """`escalation_resolve`: same answers as acknowledge; resolving lets the bot answer the thread again, and
+        what the team answered in the thread is proposed as knowledge (bot.escalation.learning)."""
         return await self._transition(escalation_id, user, EscalationState.RESOLVED,
                                       from_states=OPEN_ESCALATION_STATES)
 
@@ -217,6 +219,8 @@ class EscalationService:
             return "already" if exists else "not_found"
         log.info("escalation_transition", escalation_id=escalation_id, from_state=done.previous, state=to_state,
                  actor=user)
+        if to_state is EscalationState.RESOLVED:
+            await self._propose_answer(escalation_id)
         await self._pager.refresh_pages(escalation_id)
         if tell_thread:
             template = ACK_NOTICE if to_state is EscalationState.ACKNOWLEDGED else RESOLVE_NOTICE
@@ -280,6 +284,13 @@ class EscalationService:
             # Nobody came: the bot answers this thread again rather than leave it silent.
             await self._pager.tell_thread(thread.channel, thread.thread_ts, EXPIRED_NOTICE)
         return True
+
+    async def _propose_answer(self, escalation_id: int) -> None:
+        """Before the page and thread are told (Slack may be down): the lesson does not wait on them."""
+        try:
+            await propose_answer(self._db, self._chat, self._clock, escalation_id)
+        except Exception:  # the escalation is resolved either way; a lost proposal is only a lost lesson
+            log.exception("knowledge_proposal_failed", escalation_id=escalation_id)
 
     async def _permalink(self, channel: str, ts: str) -> str | None:
         try:

@@ -207,7 +207,7 @@ def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[
             items[post.ts] = {"ts": post.ts, "kind": kind, "user": None, "text": plain(post.text),
                               "streaming": post.streaming}
         if post.answer is not None and post.answer.citations:
-            items[post.ts]["sources"] = [{"title": c.title, "source": c.source, "url": c.url}
+            items[post.ts]["sources"] = [{"title": c.label, "source": c.source, "url": c.url}
                                          for c in post.answer.citations]
     working = any(item.get("status") in ("pending", "processing") for item in items.values())
     conversation = review.conversation if review else None
