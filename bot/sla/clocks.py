@@ -26,9 +26,11 @@ async def start_escalation_clocks(
     session: AsyncSession, policy: SlaPolicy, *, escalation_id: int, conversation_id: int, route: str | None,
     channel: str, paged_at: datetime,
 ) -> None:
-    """A page went out: the first human response is due after it, the resolution after the first message."""
+    """A page went out: the first human response is due after it, the resolution after the customer's first
+    message (about this matter: a thread escalated again counts from its first message since the last close)."""
     await start_clock(session, policy, "first_human_response", conversation_id=conversation_id,
                       escalation_id=escalation_id, route=route, channel=channel, started_at=paged_at)
     await start_clock(session, policy, "resolution", conversation_id=conversation_id, escalation_id=escalation_id,
                       route=route, channel=channel,
-                      started_at=await clocks.thread_started_at(session, conversation_id))
+                      started_at=await clocks.resolution_started_at(session, conversation_id,
+                                                                    escalation_id=escalation_id))

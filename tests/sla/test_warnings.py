@@ -175,3 +175,26 @@ async def test_human_clocks_wait_for_business_hours(sqlite_url: str) -> None:
         assert "misses it at 2026-01-12 09:20 UTC" in post.text
     finally:
         await runtime.close()
+
+
+async def test_a_thread_escalated_again_counts_its_resolution_from_the_new_message(sqlite_url: str) -> None:
+    clock = ManualClock()
+    runtime = await build_runtime(Settings(database_url=sqlite_url), escalation_config(SLA_TOML), clock=clock,
+                                  chat=LocalChat(clock), instance_id="again")
+    try:
+        first = customer_message()
+        first_id = (await runtime.pipeline.handle(first)).escalation_id
+        clock.advance(20 * 60)
+        assert await runtime.escalations.resolve(first_id or 0, "U0STAFF") == "done"
+        clock.advance(2 * 3600)
+        second_id = (await runtime.pipeline.handle(customer_message(thread_ts=first.ts))).escalation_id
+        assert second_id not in (None, first_id)
+        clock.advance(30 * 60)
+        assert await runtime.escalations.resolve(second_id or 0, "U0STAFF") == "done"
+        await runtime.sla.sweep_clocks()
+        async with runtime.db.sessions() as session:
+            resolutions = (await session.execute(select(SlaClock.escalation_id, SlaClock.elapsed_s).where(
+                SlaClock.metric == "resolution").order_by(SlaClock.id))).all()
+        assert [tuple(row) for row in resolutions] == [(first_id, 20 * 60), (second_id, 30 * 60)]
+    finally:
+        await runtime.close()
