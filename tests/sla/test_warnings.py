@@ -15,8 +15,10 @@ from bot.config import Config
 from bot.local_chat import LocalChat
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.sla.clocks import record_bot_resolution
 from bot.slack.transport import open_slack_chat
 from storage.models import SlaClock
+from storage.repositories import find_conversation
 from tests.conftest import slack_settings
 from tests.escalation.conftest import BASE_TOML, PAGES, SUPPORT, customer_message, escalation_config, local_chat
 from tests.fakes.slack_api import FakeSlackAPI, SlackMessage
@@ -196,5 +198,25 @@ async def test_a_thread_escalated_again_counts_its_resolution_from_the_new_messa
             resolutions = (await session.execute(select(SlaClock.escalation_id, SlaClock.elapsed_s).where(
                 SlaClock.metric == "resolution").order_by(SlaClock.id))).all()
         assert [tuple(row) for row in resolutions] == [(first_id, 20 * 60), (second_id, 30 * 60)]
+    finally:
+        await runtime.close()
+
+
+async def test_the_bot_resolution_hook_measures_a_thread_without_escalation(sqlite_url: str) -> None:
+    clock = ManualClock()
+    runtime = await build_runtime(Settings(database_url=sqlite_url), escalation_config(SLA_TOML), clock=clock,
+                                  chat=LocalChat(clock), instance_id="bot-resolved")
+    try:
+        msg = customer_message("how do I change my email address")
+        assert (await runtime.pipeline.handle(msg)).outcome == "replied"
+        clock.advance(10 * 60)
+        async with runtime.db.sessions.begin() as session:
+            conversation = await find_conversation(session, team=msg.team, channel=msg.channel, thread_ts=msg.ts)
+            assert conversation is not None
+            await record_bot_resolution(session, runtime.sla.policy, conversation_id=conversation.id,
+                                        route="general", channel=msg.channel, at=clock.now())
+        await runtime.sla.sweep_clocks()
+        resolution = (await clocks(runtime))["resolution"]
+        assert (resolution.escalation_id, resolution.target_s, resolution.elapsed_s) == (None, 7200, 600)
     finally:
         await runtime.close()
