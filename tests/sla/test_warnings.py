@@ -4,6 +4,7 @@ and on the local chat for business hours."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -35,12 +36,13 @@ Replicas = Callable[[Config, int], Awaitable[list[Runtime]]]
 
 
 @pytest.fixture
-async def slack_replicas(fake_slack: FakeSlackAPI, sqlite_url: str, clock: ManualClock) -> AsyncIterator[Replicas]:
-    """`count` bots on one database and one Slack workspace, as replicas behind a load balancer."""
+async def slack_replicas(fake_slack: FakeSlackAPI, database_url: str, clock: ManualClock) -> AsyncIterator[Replicas]:
+    """`count` bots on one database (SQLite, then PostgreSQL) and one Slack workspace, as replicas behind a
+    load balancer."""
     built: list[Runtime] = []
 
     async def make(config: Config, count: int) -> list[Runtime]:
-        settings = slack_settings(fake_slack, sqlite_url)
+        settings = slack_settings(fake_slack, database_url)
         for number in range(count):
             chat = await open_slack_chat(settings, config)
             built.append(await build_runtime(settings, config, chat=chat, clock=clock,
@@ -68,8 +70,9 @@ def counted(runtime: Runtime, name: str, metric: str) -> float:
 
 
 async def sweep_all(replicas: list[Runtime]) -> None:
-    for runtime in replicas + replicas:
-        await runtime.sla.sweep_clocks()
+    """Every replica sweeps at the same moment, twice."""
+    for _ in range(2):
+        await asyncio.gather(*(runtime.sla.sweep_clocks() for runtime in replicas))
 
 
 async def test_one_warning_in_the_escalation_channel_then_a_breach_then_the_times_measured(
