@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.config import Config, load_config
+from bot.domain import duration_text
 from bot.errors import ConfigError
 from bot.kb_cli import kb_app
 from bot.settings import Settings
@@ -553,7 +554,7 @@ async def _sla(settings: Settings, config: Config, since: datetime | None, now: 
 
 
 def _span(seconds: float | None) -> str:
-    return "" if seconds is None else (f"{seconds:.0f}s" if seconds < 60 else _age(seconds))
+    return "" if seconds is None else duration_text(seconds)
 
 
 def main() -> None:

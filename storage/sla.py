@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.vocabulary import SlaMetric
-from storage.models import Conversation, Escalation, SlaClock
+from bot.vocabulary import OPEN_ESCALATION_STATES, SlaMetric
+from storage.models import Conversation, Escalation, Message, SlaClock
 from storage.repositories import _insert
 
 
@@ -73,8 +73,19 @@ async def start(session: AsyncSession, clock: ClockStart) -> None:
     await session.execute(statement)
 
 
-async def thread_started_at(session: AsyncSession, conversation_id: int) -> datetime:
-    """When the customer first wrote: the first-response clock's start, else the conversation's creation."""
+async def resolution_started_at(session: AsyncSession, conversation_id: int, *,
+                                escalation_id: int | None = None) -> datetime:
+    """When the customer first wrote about what this escalation (or, with None, the thread) is to resolve: the
+    thread's first message (the first-response clock's start, else the conversation's creation), or, when an
+    earlier escalation of the thread already closed, the first customer message after it closed."""
+    earlier_end = await session.scalar(select(func.max(func.coalesce(Escalation.resolved_at, Escalation.updated_at)))
+                                       .where(Escalation.conversation_id == conversation_id,
+                                              Escalation.id != escalation_id,
+                                              Escalation.state.not_in(OPEN_ESCALATION_STATES)))
+    if earlier_end is not None:
+        since: datetime | None = await session.scalar(select(func.min(Message.created_at)).where(
+            Message.conversation_id == conversation_id, Message.role == "user", Message.created_at >= earlier_end))
+        return since or earlier_end
     first = await session.scalar(select(SlaClock.started_at).where(
         SlaClock.key == f"first_response:c{conversation_id}"))
     if first is not None:
@@ -94,9 +105,9 @@ async def meet(session: AsyncSession, *, conversation_id: int, metric: SlaMetric
 
 
 async def record_resolution(session: AsyncSession, conversation_id: int, *, at: datetime) -> bool:
-    """The thread is resolved: its time-to-resolution clock is met. The one place a resolution reaches the
-    clocks: escalations call it when resolved, and a thread the bot resolves can call it too (starting its
-    own resolution clock at the customer's first message first, when such threads get a target)."""
+    """The thread is resolved: its running time-to-resolution clock is met. Every resolution reaches the
+    clocks here: a resolved escalation (storage.escalations.transition), and a thread the bot resolves
+    (bot.sla.clocks.record_bot_resolution, which starts that thread's clock first)."""
     return await meet(session, conversation_id=conversation_id, metric="resolution", at=at)
 
 

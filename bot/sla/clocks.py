@@ -1,4 +1,5 @@
-"""Starting a thread's clocks with the targets that apply to it (the pipeline and escalations call these)."""
+"""Starting a thread's clocks with the targets that apply to it (the pipeline and escalations call these), and
+the hook for resolutions by the bot."""
 
 from __future__ import annotations
 
@@ -26,9 +27,24 @@ async def start_escalation_clocks(
     session: AsyncSession, policy: SlaPolicy, *, escalation_id: int, conversation_id: int, route: str | None,
     channel: str, paged_at: datetime,
 ) -> None:
-    """A page went out: the first human response is due after it, the resolution after the first message."""
+    """A page went out: the first human response is due after it, the resolution after the customer's first
+    message (about this matter: a thread escalated again counts from its first message since the last close)."""
     await start_clock(session, policy, "first_human_response", conversation_id=conversation_id,
                       escalation_id=escalation_id, route=route, channel=channel, started_at=paged_at)
     await start_clock(session, policy, "resolution", conversation_id=conversation_id, escalation_id=escalation_id,
                       route=route, channel=channel,
-                      started_at=await clocks.thread_started_at(session, conversation_id))
+                      started_at=await clocks.resolution_started_at(session, conversation_id,
+                                                                    escalation_id=escalation_id))
+
+
+async def record_bot_resolution(
+    session: AsyncSession, policy: SlaPolicy, *, conversation_id: int, route: str | None, channel: str,
+    at: datetime,
+) -> None:
+    """The hook for threads the bot resolves without a person (feedback, a resolution state): the thread's
+    time to resolution, from the customer's first message, against the route's target (the first resolution
+    of a thread counts). Call it in the transaction that records the resolution."""
+    await start_clock(session, policy, "resolution", conversation_id=conversation_id, escalation_id=None,
+                      route=route, channel=channel,
+                      started_at=await clocks.resolution_started_at(session, conversation_id))
+    await clocks.record_resolution(session, conversation_id, at=at)

@@ -37,6 +37,7 @@ MAX_TEXT = 4000
 EVENTS_RECHECK_S = 2.0
 EVENTS_MAX_S = 300.0
 ACTIONS = ("acknowledge", "resolve")
+SLA_WARNINGS_SHOWN = 20
 # A thread is named by its first message's ts, as LocalChat.next_ts makes them ("1700000000.000001").
 THREAD_TS = re.compile(r"\d{1,12}\.\d{1,9}")
 
@@ -181,6 +182,9 @@ async def _snapshot(dashboard: Dashboard, chat: LocalChat, selected: str | None)
         "route_classes": {route: "c" + color.lstrip("#") for route, color in dashboard.colors().items()},
         "threads": threads[:50], "thread": thread,
         "escalations": [_escalation(chat, e, thread_of.get(e.conversation_id)) for e in escalations],
+        # Posted to the escalation channel by the SLA sweep, newest first.
+        "sla_warnings": [{"ts": post.ts, "text": plain(post.text), "thread_ts": post.sla_warning.thread_ts}
+                         for post in reversed(chat.posts) if post.sla_warning is not None][:SLA_WARNINGS_SHOWN],
     }
 
 

@@ -4,6 +4,7 @@ and on the local chat for business hours."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -15,8 +16,10 @@ from bot.config import Config
 from bot.local_chat import LocalChat
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.sla.clocks import record_bot_resolution
 from bot.slack.transport import open_slack_chat
 from storage.models import SlaClock
+from storage.repositories import find_conversation
 from tests.conftest import slack_settings
 from tests.escalation.conftest import BASE_TOML, PAGES, SUPPORT, customer_message, escalation_config, local_chat
 from tests.fakes.slack_api import FakeSlackAPI, SlackMessage
@@ -33,12 +36,13 @@ Replicas = Callable[[Config, int], Awaitable[list[Runtime]]]
 
 
 @pytest.fixture
-async def slack_replicas(fake_slack: FakeSlackAPI, sqlite_url: str, clock: ManualClock) -> AsyncIterator[Replicas]:
-    """`count` bots on one database and one Slack workspace, as replicas behind a load balancer."""
+async def slack_replicas(fake_slack: FakeSlackAPI, database_url: str, clock: ManualClock) -> AsyncIterator[Replicas]:
+    """`count` bots on one database (SQLite, then PostgreSQL) and one Slack workspace, as replicas behind a
+    load balancer."""
     built: list[Runtime] = []
 
     async def make(config: Config, count: int) -> list[Runtime]:
-        settings = slack_settings(fake_slack, sqlite_url)
+        settings = slack_settings(fake_slack, database_url)
         for number in range(count):
             chat = await open_slack_chat(settings, config)
             built.append(await build_runtime(settings, config, chat=chat, clock=clock,
@@ -66,8 +70,9 @@ def counted(runtime: Runtime, name: str, metric: str) -> float:
 
 
 async def sweep_all(replicas: list[Runtime]) -> None:
-    for runtime in replicas + replicas:
-        await runtime.sla.sweep_clocks()
+    """Every replica sweeps at the same moment, twice."""
+    for _ in range(2):
+        await asyncio.gather(*(runtime.sla.sweep_clocks() for runtime in replicas))
 
 
 async def test_one_warning_in_the_escalation_channel_then_a_breach_then_the_times_measured(
@@ -173,5 +178,48 @@ async def test_human_clocks_wait_for_business_hours(sqlite_url: str) -> None:
         [post] = [p for p in local_chat(runtime).posts_in(PAGES) if p.sla_warning is not None]
         assert post.text.startswith("**SLA warning: first human response target (30 min) about to be missed**")
         assert "misses it at 2026-01-12 09:20 UTC" in post.text
+    finally:
+        await runtime.close()
+
+
+async def test_a_thread_escalated_again_counts_its_resolution_from_the_new_message(sqlite_url: str) -> None:
+    clock = ManualClock()
+    runtime = await build_runtime(Settings(database_url=sqlite_url), escalation_config(SLA_TOML), clock=clock,
+                                  chat=LocalChat(clock), instance_id="again")
+    try:
+        first = customer_message()
+        first_id = (await runtime.pipeline.handle(first)).escalation_id
+        clock.advance(20 * 60)
+        assert await runtime.escalations.resolve(first_id or 0, "U0STAFF") == "done"
+        clock.advance(2 * 3600)
+        second_id = (await runtime.pipeline.handle(customer_message(thread_ts=first.ts))).escalation_id
+        assert second_id not in (None, first_id)
+        clock.advance(30 * 60)
+        assert await runtime.escalations.resolve(second_id or 0, "U0STAFF") == "done"
+        await runtime.sla.sweep_clocks()
+        async with runtime.db.sessions() as session:
+            resolutions = (await session.execute(select(SlaClock.escalation_id, SlaClock.elapsed_s).where(
+                SlaClock.metric == "resolution").order_by(SlaClock.id))).all()
+        assert [tuple(row) for row in resolutions] == [(first_id, 20 * 60), (second_id, 30 * 60)]
+    finally:
+        await runtime.close()
+
+
+async def test_the_bot_resolution_hook_measures_a_thread_without_escalation(sqlite_url: str) -> None:
+    clock = ManualClock()
+    runtime = await build_runtime(Settings(database_url=sqlite_url), escalation_config(SLA_TOML), clock=clock,
+                                  chat=LocalChat(clock), instance_id="bot-resolved")
+    try:
+        msg = customer_message("how do I change my email address")
+        assert (await runtime.pipeline.handle(msg)).outcome == "replied"
+        clock.advance(10 * 60)
+        async with runtime.db.sessions.begin() as session:
+            conversation = await find_conversation(session, team=msg.team, channel=msg.channel, thread_ts=msg.ts)
+            assert conversation is not None
+            await record_bot_resolution(session, runtime.sla.policy, conversation_id=conversation.id,
+                                        route="general", channel=msg.channel, at=clock.now())
+        await runtime.sla.sweep_clocks()
+        resolution = (await clocks(runtime))["resolution"]
+        assert (resolution.escalation_id, resolution.target_s, resolution.elapsed_s) == (None, 7200, 600)
     finally:
         await runtime.close()

@@ -51,9 +51,22 @@ async def test_the_sla_page_shows_the_numbers_and_the_thread_about_to_breach(
     assert f'<a href="/conversations/{near["conversation_id"]}">C0SUPPORT · {waiting.ts}</a>' in html
     assert "2 min left" in html and 'href="/sla"' in html
 
+    await runtime.sla.sweep_clocks()  # measures the two first responses and warns
+    state = await (await client.get("/api/playground/state")).json()
+    [warning] = state["sla_warnings"]
+    assert warning["thread_ts"] == waiting.ts
+    assert warning["text"].startswith("SLA warning: first human response target (15 min) about to be missed")
+
     clock.advance(5 * 60)
     html = await (await client.get("/sla?since=all")).text()
     assert "late by 3 min" in html
+
+    await runtime.sla.sweep_clocks()  # records the miss
+    metrics = await (await client.get("/metrics")).text()
+    assert 'supportbot_sla_warnings_total{metric="first_human_response"} 1.0' in metrics
+    assert 'supportbot_sla_breaches_total{metric="first_human_response"} 1.0' in metrics
+    assert 'supportbot_sla_seconds_count{metric="first_response"} 2.0' in metrics
+    assert 'supportbot_sla_seconds_bucket{le="5.0",metric="first_response"} 2.0' in metrics
 
 
 async def test_a_bad_window_is_a_400_that_says_why(paged: tuple[Runtime, ManualClock],
