@@ -70,7 +70,7 @@ class ProposalReview:
             if len(edited) > ANSWER_CHARS:
                 raise ProposalError(f"the edited answer is {len(edited)} characters long; keep it under "
                                     f"{ANSWER_CHARS}")
-        proposal = await self._get(proposal_id)
+        proposal = await self.proposal(proposal_id)
         if edited is not None:
             proposal.edited_answer = edited
         # Indexed first: a proposal marked approved is always in the index (a failure leaves it as it was).
@@ -79,20 +79,21 @@ class ProposalReview:
             await records.decide(session, proposal_id, status="approved", reviewer=reviewer, edited_answer=edited,
                                  now=self._now())
         log.info("knowledge_proposal_approved", proposal_id=proposal_id, reviewer=reviewer, edited=edited is not None)
-        return await self._get(proposal_id)
+        return await self.proposal(proposal_id)
 
     async def reject(self, proposal_id: int, *, reviewer: str) -> KnowledgeProposal:
         """Keep the answer out of the index (taking it out when it was approved before)."""
-        proposal = await self._get(proposal_id)
+        proposal = await self.proposal(proposal_id)
         if proposal.status == "approved":
             await self._knowledge.remove_documents(TEAM_ANSWERS_SOURCE, [answer_link(proposal)])
         async with self._db.sessions.begin() as session:
             await records.decide(session, proposal_id, status="rejected", reviewer=reviewer, edited_answer=None,
                                  now=self._now())
         log.info("knowledge_proposal_rejected", proposal_id=proposal_id, reviewer=reviewer)
-        return await self._get(proposal_id)
+        return await self.proposal(proposal_id)
 
-    async def _get(self, proposal_id: int) -> KnowledgeProposal:
+    async def proposal(self, proposal_id: int) -> KnowledgeProposal:
+        """The proposal as stored now; ProposalError when there is none."""
         async with self._db.sessions() as session:
             proposal = await records.get(session, proposal_id)
         if proposal is None:
