@@ -29,12 +29,12 @@ def answer_link(proposal: KnowledgeProposal) -> str:
     return proposal.permalink or f"answers/{proposal.id}"
 
 
-def answer_document(proposal: KnowledgeProposal) -> DirectDocument:
-    """One document per approved answer: the question is its title, question and answer its text."""
+def answer_document(proposal: KnowledgeProposal, answer: str) -> DirectDocument:
+    """One document per approved answer: the question is its title, question and `answer` its text."""
     question = " ".join(proposal.question.split())
     title = question if len(question) <= TITLE_CHARS else question[: TITLE_CHARS - 1] + "…"
     return DirectDocument(link=answer_link(proposal), title=title,
-                          text=f"Question: {proposal.question.strip()}\n\nAnswer: {proposal.indexed_answer.strip()}")
+                          text=f"Question: {proposal.question.strip()}\n\nAnswer: {answer.strip()}")
 
 
 def proposal_json(proposal: KnowledgeProposal) -> dict[str, Any]:
@@ -71,10 +71,9 @@ class ProposalReview:
                 raise ProposalError(f"the edited answer is {len(edited)} characters long; keep it under "
                                     f"{ANSWER_CHARS}")
         proposal = await self.proposal(proposal_id)
-        if edited is not None:
-            proposal.edited_answer = edited
+        answer = edited if edited is not None else proposal.indexed_answer
         # Indexed first: a proposal marked approved is always in the index (a failure leaves it as it was).
-        await self._knowledge.index_documents(TEAM_ANSWERS_SOURCE, [answer_document(proposal)])
+        await self._knowledge.index_documents(TEAM_ANSWERS_SOURCE, [answer_document(proposal, answer)])
         async with self._db.sessions.begin() as session:
             await records.decide(session, proposal_id, status="approved", reviewer=reviewer, edited_answer=edited,
                                  now=self._now())
