@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from bot.knowledge.errors import ProposalError
+from bot.knowledge.errors import ProposalError, ProposalNotFound
 from bot.knowledge.service import DirectDocument, KnowledgeBase
 from bot.vocabulary import TEAM_ANSWERS_SOURCE, ProposalStatus
 from storage import proposals as records
@@ -96,5 +96,5 @@ class ProposalReview:
         async with self._db.sessions() as session:
             proposal = await records.get(session, proposal_id)
         if proposal is None:
-            raise ProposalError(f"there is no proposed answer #{proposal_id} (see `supportbot kb proposals`)")
+            raise ProposalNotFound(f"there is no proposed answer #{proposal_id} (see `supportbot kb proposals`)")
         return proposal

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot.knowledge.errors import ProposalError
+from bot.knowledge.errors import KnowledgeError, ProposalNotFound
 from bot.vocabulary import ProposalStatus, values
 from bot.web.dashboard import REVIEWER_DEFAULT, Dashboard, json_object
 from bot.when import parse_when
@@ -174,8 +174,10 @@ async def _decide(desk: ProposalDesk, request: web.Request, fields: Mapping[str,
             # The form always sends the textarea: only a changed text is an edit.
             edited = text if text.strip() != original.indexed_answer.strip() else None
         proposal = await review.approve(proposal_id, reviewer=reviewer, text=edited)
-    except ProposalError as exc:
-        return Verdict(404 if "no proposed answer" in str(exc) else 400, str(exc))
+    except ProposalNotFound as exc:
+        return Verdict(404, str(exc))
+    except KnowledgeError as exc:  # an empty edit; a source named `answers` that is not made of answers
+        return Verdict(400, str(exc))
     edit_note = " (edited)" if proposal.edited_answer is not None else ""
     return Verdict(200, f"Proposal #{proposal_id} approved{edit_note}: the bot answers from it now.", proposal)
 
