@@ -1,4 +1,4 @@
-"""The `supportbot` command line: serve, chat, logs, eval, triage, db, oncall, escalations."""
+"""The `supportbot` command line: serve, chat, logs, eval, triage, db, oncall, escalations, sla."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def parse_since(value: str | None, now: datetime) -> datetime | None:
 
 
 LOG_COLUMNS = ["created_at", "channel", "thread_ts", "user", "text", "route", "confidence", "decided_by",
-               "escalated", "voted", "vote_agreement", "reply", "latency_ms"]
+               "escalated", "voted", "vote_agreement", "reply", "latency_ms", "feedback", "resolution"]
 
 
 @app.command()
@@ -201,6 +201,9 @@ def logs(
     since: Annotated[str | None, typer.Option(help="e.g. 24h, 7d, or 2026-01-31")] = None,
     until: Annotated[str | None, typer.Option(help="e.g. 1h, or 2026-02-01")] = None,
     search: Annotated[str | None, typer.Option("--search", "--text", help="text in the message or reply")] = None,
+    feedback: Annotated[str | None, typer.Option(help="the asker rated the answer: good or bad")] = None,
+    resolution: Annotated[str | None, typer.Option(
+        help="resolved_by_bot|escalated|resolved_by_human|abandoned|open")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
     format: Annotated[LogFormat, typer.Option(
         "--format", help="table, json (one object a line) or csv")] = LogFormat.table,
@@ -213,7 +216,8 @@ def logs(
     query, errors = LogQuery.read(
         {"route": route, "decided_by": decided_by, "escalated": escalated, "voted": voted,
          "confidence_below": confidence_below, "channel": channel, "user": user, "since": since, "until": until,
-         "search": search}, routes=config.route_names, now=datetime.now(UTC))
+         "search": search, "feedback": feedback, "resolution": resolution}, routes=config.route_names,
+        now=datetime.now(UTC))
     if errors:
         raise _fail("; ".join(f"--{error.replace('_', '-', error.index(':'))}" for error in errors))
     _run(_logs(settings, query.filter(limit=limit), format, follow))
@@ -271,7 +275,7 @@ def _log_emitter(fmt: LogFormat) -> Callable[[list[Any], bool], None]:
             console.print("[dim]no routing decisions match[/]")
             return
         table = Table(show_header=first, box=None, pad_edge=False)
-        for column in ("when", "channel", "user", "route", "conf", "by", "esc", "vote"):
+        for column in ("when", "channel", "user", "route", "conf", "by", "esc", "vote", "end"):
             table.add_column(column, no_wrap=True)
         table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
         table.add_column("reply", overflow="ellipsis", no_wrap=True, ratio=1)
@@ -280,10 +284,18 @@ def _log_emitter(fmt: LogFormat) -> Callable[[list[Any], bool], None]:
                 row.created_at.strftime("%Y-%m-%d %H:%M:%S"), row.channel, row.user or "", row.route,
                 f"{row.confidence:.2f}", row.decided_by, "yes" if row.escalated else "",
                 f"{row.vote_agreement:.0%}" if row.vote_agreement is not None else "",
+                _thread_end(row.feedback, row.resolution),
                 _clip(row.text, 60), _clip(row.reply or "", 60),
             )
         console.print(table)
     return emit_table
+
+
+def _thread_end(feedback: str | None, resolution: str | None) -> str:
+    """The asker's rating and the thread's resolution in a few characters: "👍 bot", "👎", "human"."""
+    thumb = {"good": "👍", "bad": "👎"}.get(feedback or "", "")
+    short = {"resolved_by_bot": "bot", "resolved_by_human": "human", "escalated": "esc", "abandoned": "gone"}
+    return " ".join(part for part in (thumb, short.get(resolution or "", "")) if part)
 
 
 def _clip(text: str, width: int) -> str:
@@ -487,6 +499,61 @@ def oncall(
         table.add_row(start.strftime("%a %d %b %H:%M"), end.strftime("%a %d %b %H:%M"),
                       ", ".join(slot["users"]) or (report["usergroup"] or "nobody"), slot["source"])
     console.print(table)
+
+
+# --- response times ---------------------------------------------------------------------------------------
+
+SLA_METRIC_COLUMNS = (("first_response", "first response"), ("first_human_response", "first human response"),
+                      ("resolution", "resolution"))
+
+
+@app.command()
+def sla(
+    since: Annotated[str, typer.Option(help="e.g. 24h, 7d, or 2026-01-31 (clocks started since then)")] = "7d",
+    format: Annotated[TableOrJson, typer.Option("--format", help="table, or json (one object a line: each "
+                                                                 "route, then the overall one)")] = TableOrJson.table,
+) -> None:
+    """First response, first human response after a page and time to resolution, per route and overall:
+    count, p50/p90, the target, the share met in time, breaches, still running."""
+    settings, config = load_settings_and_config()
+    now = datetime.now(UTC)
+    start = parse_since(since, now)
+    scopes = _run(_sla(settings, config, start, now))
+    if format is TableOrJson.json:
+        for scope in scopes:
+            sys.stdout.write(json.dumps(scope.as_json(start), ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"Response times since {since}", box=None, pad_edge=False)
+    for column in ("route", "metric", "count", "p50", "p90", "target", "met", "breaches", "open"):
+        table.add_column(column, no_wrap=True)
+    for scope in scopes:
+        name = "all routes" if scope.overall else (scope.route or "(not routed)")
+        for metric, label in SLA_METRIC_COLUMNS:
+            stats = scope.metrics[metric]
+            table.add_row(name, label, str(stats.count), _span(stats.p50_s), _span(stats.p90_s), _span(stats.target_s),
+                          "" if stats.share_met is None else f"{stats.share_met:.0%}", str(stats.breaches),
+                          str(stats.open), style="bold" if scope.overall else None)
+    console.print(table)
+
+
+async def _sla(settings: Settings, config: Config, since: datetime | None, now: datetime) -> list[Any]:
+    from bot.sla.policy import SlaPolicy
+    from bot.sla.report import sla_report
+    from storage.engine import open_database, upgrade
+    from storage.sla import clocks_since
+
+    await upgrade(settings.database_url)
+    db = open_database(settings.database_url)
+    try:
+        async with db.sessions() as session:
+            clocks = await clocks_since(session, since)
+    finally:
+        await db.dispose()
+    return sla_report(clocks, SlaPolicy(config.sla), now)
+
+
+def _span(seconds: float | None) -> str:
+    return "" if seconds is None else (f"{seconds:.0f}s" if seconds < 60 else _age(seconds))
 
 
 def main() -> None:

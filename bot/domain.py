@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any, Literal
 
-from bot.vocabulary import CitationKind, ConversationState, DecidedBy, Origin, Outcome, Role, Verdict
+from bot.vocabulary import (
+    CitationKind,
+    ConversationState,
+    DecidedBy,
+    FeedbackValue,
+    Origin,
+    Outcome,
+    Role,
+    SlaMetric,
+    Trigger,
+    Verdict,
+)
 
 # "reply": the bot's own answer (it offers a person); "notice": a status note (a person is coming, …).
 ReplyKind = Literal["reply", "notice"]
@@ -146,6 +158,8 @@ class Answer:
     text: str
     kind: ReplyKind = "reply"
     citations: tuple[Citation, ...] = ()
+    # The bot's own answers ask to be rated (👍 / 👎, action `reply_feedback`); notices never do.
+    asks_feedback: bool = False
 
     @property
     def offers_human(self) -> bool:
@@ -160,6 +174,59 @@ class Notice:
 
     template: str
     user: str | None = None
+    # With a trigger, the notice carries a "Get a human" button that opens an escalation with it.
+    human_trigger: Trigger | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackPress:
+    """A person rated a bot answer: the thread, the answer's message, who, and 👍 ("good") or 👎 ("bad")."""
+
+    team: str
+    channel: str
+    thread_ts: str
+    answer_ts: str
+    user: str
+    value: FeedbackValue
+
+
+SLA_METRIC_NAMES: dict[SlaMetric, str] = {
+    "first_response": "first response",
+    "first_human_response": "first human response",
+    "resolution": "resolution",
+}
+
+
+def duration_text(seconds: float) -> str:
+    """A target or a wait as people say it: 45 s, 30 min, 1.5 h, 2 d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+@dataclass(frozen=True)
+class SlaWarning:
+    """A thread about to miss a response-time target, for the escalation channel."""
+
+    metric: SlaMetric
+    channel: str
+    thread_ts: str
+    route: str | None
+    target_s: float
+    deadline: datetime
+    escalation_id: int | None = None
+    permalink: str | None = None
+
+    @property
+    def title(self) -> str:
+        target = duration_text(self.target_s)
+        return f"SLA warning: {SLA_METRIC_NAMES[self.metric]} target ({target}) about to be missed"
+
+    @property
+    def key(self) -> str:
+        """Names the warning in the post, so one already posted can be recognised."""
+        return f"sla-warning:{self.metric}:{self.channel}:{self.thread_ts}"
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from bot.vocabulary import DECIDED_BY, DecidedBy
+from bot.vocabulary import DECIDED_BY, DecidedBy, FeedbackValue, Resolution
+from bot.vocabulary import values as allowed
 from bot.when import parse_when
 from storage.review import LogFilter
 
 FIELDS = ("route", "decided_by", "escalated", "voted", "confidence_below", "channel", "user", "since", "until",
-          "search")
+          "search", "feedback", "resolution")
+# A thread still open has no resolution; the filter names that "open".
+ResolutionFilter = Resolution | Literal["open"]
 MAX_TEXT = 500
 
 
@@ -59,6 +62,8 @@ class LogQuery(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     search: Text = None
+    feedback: FeedbackValue | None = None
+    resolution: ResolutionFilter | None = None
 
     @field_validator("*", mode="before")
     @classmethod
@@ -106,6 +111,10 @@ class LogQuery(BaseModel):
                     message = str(error["msg"]).removeprefix("Value error, ")
                     if name == "decided_by":
                         message = f"use one of {', '.join(DECIDED_BY)}"
+                    elif name == "feedback":
+                        message = f"use one of {', '.join(allowed(FeedbackValue))}"
+                    elif name == "resolution":
+                        message = f"use one of {', '.join(allowed(Resolution))} or open"
                     errors.append(f"{name}: {message}")
                     given.pop(name, None)
         return cls(), errors
@@ -113,4 +122,5 @@ class LogQuery(BaseModel):
     def filter(self, *, limit: int, offset: int = 0) -> LogFilter:
         return LogFilter(route=self.route, decided_by=self.decided_by, escalated=self.escalated, voted=self.voted,
                          confidence_below=self.confidence_below, channel=self.channel, user=self.user,
-                         since=self.since, until=self.until, text=self.search, limit=limit, offset=offset)
+                         since=self.since, until=self.until, text=self.search, feedback=self.feedback,
+                         resolution=self.resolution, limit=limit, offset=offset)

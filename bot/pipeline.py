@@ -33,17 +33,21 @@ from bot.domain import (
 )
 from bot.errors import LLMError, TransportError
 from bot.escalation import EscalationRequest, EscalationService
+from bot.feedback import asker_wrote
 from bot.grounding import Knowledge
 from bot.llm.base import LLM
 from bot.metrics import Metrics
 from bot.ports import ChatPort
 from bot.router.base import RouteDecision, Router, RoutingContext
+from bot.sla.clocks import start_clock
+from bot.sla.policy import SlaPolicy
 from bot.streaming import AnswerStreamer
 from bot.vocabulary import ConversationState, Outcome, Trigger
 from bot.voting import Voter
 from handlers.persona import PersonaHandler
 from handlers.registry import HandlerRegistry
 from storage import repositories as repo
+from storage import sla as clocks
 from storage.engine import Database
 from storage.models import DecisionRecord, InboundEvent, Vote, VoteSampleRow
 
@@ -77,6 +81,8 @@ class LoadedThread:
     # The decision already logged for this message, when a crash interrupted a first attempt.
     existing: DecisionRecord | None
     joined_late: bool
+    # The asker's message says the bot's answer worked ("thanks, that worked"): the thread is resolved.
+    thanked: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ def grounded_answer(text: str, grounding: Grounding | None) -> Answer:
     """The answer with the pages it was grounded in; when the docs do not cover it, it says so first."""
     if grounding is not None and grounding.missing and not text.startswith(NO_DOCS_NOTE):
         text = f"{NO_DOCS_NOTE}\n\n{text}"
-    return Answer(text, citations=grounding.citations if grounding is not None else ())
+    return Answer(text, citations=grounding.citations if grounding is not None else (), asks_feedback=True)
 
 
 def recorded_citations(decision: DecisionRecord | None) -> tuple[Citation, ...]:
@@ -124,6 +130,7 @@ class Pipeline:
         self.instance_id = instance_id
         self.lease = lease
         self.knowledge = knowledge
+        self.sla = SlaPolicy(config.sla)
 
     # --- entry points -------------------------------------------------------------------------
 
@@ -232,6 +239,8 @@ class Pipeline:
             if await repo.find_message(session, conversation.id, ts) is None:
                 await repo.add_message(session, conversation_id=conversation.id, role="staff", user=user,
                                        ts=ts, text=text, now=now)
+                # A person answering after a page stops the first-human-response clock.
+                await clocks.meet(session, conversation_id=conversation.id, metric="first_human_response", at=now)
             if conversation.state != ConversationState.TAKEN_OVER:
                 await repo.set_conversation_state(session, conversation.id, ConversationState.TAKEN_OVER, now=now,
                                                   by=user)
@@ -260,19 +269,21 @@ class Pipeline:
         if thread.state.person_has_it and not undelivered:
             await self._finish(event, outcome="quiet")
             return ProcessResult(outcome="quiet", notes=(f"a person has this thread ({thread.state})",))
-        if self.config.bot.ignore_pleasantries and PLEASANTRY.match(msg.text.strip()):
+        if self.config.bot.ignore_pleasantries and (loaded.thanked or PLEASANTRY.match(msg.text.strip())):
             await self._finish(event, outcome="ignored")
-            return ProcessResult(outcome="ignored", notes=("pleasantry, no reply needed",))
+            note = "thanks: the thread is resolved" if loaded.thanked else "pleasantry, no reply needed"
+            return ProcessResult(outcome="ignored", notes=(note,))
         if loaded.joined_late:
             thread = dataclasses.replace(thread, history=tuple(await self._earlier_in_slack(msg)))
 
-        decision, decision_id = await self._route(msg, thread, loaded)
+        decision, decision_id = await self._route(event, msg, thread, loaded)
         structlog.contextvars.bind_contextvars(route=decision.route)
         if event.reply_intent is not None:
             # Recovering after a crash mid-delivery: say what was decided then, nothing new.
             outcome: Outcome = event.outcome or "replied"  # type: ignore[assignment]
             handled = Handled(Answer(event.reply_intent, "reply" if outcome == "replied" else "notice",
-                                     citations=recorded_citations(loaded.existing)), outcome)
+                                     citations=recorded_citations(loaded.existing),
+                                     asks_feedback=outcome == "replied"), outcome)
         else:
             handled = await self._handle(event, msg, thread, decision, decision_id)
         latency_ms = await self._deliver(event, msg, handled, thread.conversation_id, decision_id)
@@ -298,10 +309,13 @@ class Pipeline:
         if stored is None and not created:
             stored = await repo.find_message(session, conversation.id, msg.ts)
         existing = None
+        thanked = False
         if stored is None:
             message_id = await repo.add_message(
                 session, conversation_id=conversation.id, role="user", user=msg.user, ts=msg.ts, text=msg.text,
                 event_id=msg.event_id, now=now, touch=False)
+            if not created:
+                thanked = await asker_wrote(session, conversation.id, user=msg.user, text=msg.text, now=now)
         else:
             message_id = stored.id
             # Seen before: a retry after a crash keeps the decision already made and logged.
@@ -315,6 +329,7 @@ class Pipeline:
             existing=existing,
             # Mentioned mid-thread: the earlier messages are only in Slack.
             joined_late=created and msg.thread_ts is not None,
+            thanked=thanked,
         )
 
     async def _earlier_in_slack(self, msg: InboundMessage) -> list[Turn]:
@@ -325,7 +340,8 @@ class Pipeline:
             return []
         return [turn for turn in turns if turn.text != msg.text]
 
-    async def _route(self, msg: InboundMessage, thread: ThreadState, loaded: LoadedThread) -> tuple[RouteDecision, int]:
+    async def _route(self, event: InboundEvent, msg: InboundMessage, thread: ThreadState,
+                     loaded: LoadedThread) -> tuple[RouteDecision, int]:
         existing = loaded.existing
         if existing is not None:
             return RouteDecision(route=existing.route, confidence=existing.confidence,
@@ -345,6 +361,11 @@ class Pipeline:
                 scores={k: round(v, 4) for k, v in decision.scores.items()},
                 router_mode=getattr(self.router, "name", "custom"), router_latency_ms=decision.latency_ms,
                 llm_calls=decision.llm_calls, created_at=self.clock.now()))
+            if not loaded.thread.history:
+                # The customer's first message: the first-response clock runs from its receipt.
+                await start_clock(session, self.sla, "first_response", conversation_id=thread.conversation_id,
+                                  escalation_id=None, route=decision.route, channel=msg.channel,
+                                  started_at=event.received_at)
         return decision, decision_id
 
     async def _handle(
@@ -466,9 +487,10 @@ class Pipeline:
             if conversation_id is not None:
                 await repo.add_message(session, conversation_id=conversation_id, role="assistant",
                                        text=handled.answer.text, ts=posted.ts, now=now)
+                await clocks.meet(session, conversation_id=conversation_id, metric="first_response", at=now)
             if decision_id is not None:
                 await repo.finish_decision(session, decision_id, outcome=handled.outcome,
-                                           reply_text=handled.answer.text,
+                                           reply_text=handled.answer.text, reply_ts=posted.ts,
                                            escalated=handled.outcome == "escalated", latency_ms=latency_ms)
         return latency_ms
 

@@ -16,6 +16,7 @@ import structlog
 from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.escalation import EscalationService
+from bot.feedback import FeedbackService
 from bot.grounding import Knowledge
 from bot.llm.base import LLM
 from bot.llm.breaker import CircuitBreaker
@@ -32,6 +33,7 @@ from bot.router.llm import LLMRouter
 from bot.router.local import LabeledText, LocalRouter
 from bot.router.rules import RulesRouter
 from bot.settings import Settings
+from bot.sla.monitor import SlaMonitor
 from bot.voting import Voter
 from bot.worker import Dispatcher
 from handlers.registry import HandlerRegistry
@@ -82,6 +84,8 @@ class Runtime:
     local_router: LocalRouter
     pipeline: Pipeline
     escalations: EscalationService
+    feedback: FeedbackService
+    sla: SlaMonitor
     dispatcher: Dispatcher
     instance_id: str
 
@@ -95,14 +99,15 @@ class Runtime:
         return len(corrections)
 
     async def start(self) -> None:
-        """Take back what this replica left unfinished, then keep recovering the inbox and sweeping escalations."""
+        """Take back what this replica left unfinished, then keep recovering the inbox and sweeping escalations,
+        SLA clocks and threads that went quiet."""
         async with self.db.sessions.begin() as session:
             orphans = await repo.release_own_leases(session, owner=self.instance_id, now=self.clock.now())
         if orphans:
             log.info("taking_back_unfinished_work", count=orphans)
         interval = self.settings.supportbot_recovery_interval_s
-        self.dispatcher.start_background(sweep=self.escalations.sweep, recovery_interval_s=interval,
-                                         sweep_interval_s=interval)
+        sweeps = (self.escalations.sweep, self.sla.sweep_clocks, self.feedback.settle)
+        self.dispatcher.start_background(sweeps=sweeps, recovery_interval_s=interval, sweep_interval_s=interval)
         await self.dispatcher.recover()
 
     async def drain(self) -> None:
@@ -156,6 +161,7 @@ async def build_runtime(
     stack = FallbackLLM(CircuitBreaker(recorded, config.llm, clock, metrics), config.llm, clock)
     chat = chat or LocalChat(clock)
     escalations = EscalationService(config, db, chat, clock)
+    feedback = FeedbackService(config, db, chat, clock, escalations.roster)
     instance = instance_id or settings.supportbot_instance_id or f"{socket.gethostname()}:{os.getpid()}"
     pipeline = Pipeline(
         config=config, db=db, router=build_router(config, stack, local), handlers=HandlerRegistry(config),
@@ -167,5 +173,5 @@ async def build_runtime(
     log.info("runtime_ready", llm=stack.provider, router=config.router.mode, database=db.dialect,
              instance=instance, corrections=len(local.corrections))
     return Runtime(settings=settings, config=config, db=db, clock=clock, metrics=metrics, chat=chat,
-                   llm=stack, local_router=local, pipeline=pipeline, escalations=escalations,
-                   dispatcher=dispatcher, instance_id=instance)
+                   llm=stack, local_router=local, pipeline=pipeline, escalations=escalations, feedback=feedback,
+                   sla=SlaMonitor(config, db, chat, clock, metrics), dispatcher=dispatcher, instance_id=instance)

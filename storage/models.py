@@ -28,13 +28,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from bot.vocabulary import (
     ConversationState,
     EscalationState,
+    FeedbackValue,
     Grounding,
     InboxStatus,
     Origin,
     Outcome,
     ProposalStatus,
     Purpose,
+    Resolution,
+    ResolutionBasis,
     Role,
+    SlaMetric,
     Trigger,
     Verdict,
     sql_in,
@@ -83,6 +87,8 @@ class Conversation(Base):
         UniqueConstraint("team", "channel", "thread_ts", name="uq_conversation_thread"),
         check("state", ConversationState, "conversations"),
         check("source", Origin, "conversations"),
+        check("resolution", Resolution, "conversations"),
+        check("resolution_basis", ResolutionBasis, "conversations"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -95,6 +101,10 @@ class Conversation(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     taken_over_by: Mapped[str | None] = mapped_column(String(64))
     taken_over_at: Mapped[datetime | None]
+    # What became of the thread (bot.vocabulary.Resolution), why, and when; NULL while it is open.
+    resolution: Mapped[str | None] = mapped_column(String(24))
+    resolution_basis: Mapped[str | None] = mapped_column(String(24))
+    resolved_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -191,6 +201,8 @@ class DecisionRecord(Base):
     sources: Mapped[list[Any]] = mapped_column(default=list)
     # Receipt of the message to the reply or escalation being posted.
     latency_ms: Mapped[float | None] = mapped_column(Float)
+    # The ts of the message that answered it: feedback pressed on that message is feedback on this decision.
+    reply_ts: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
 
     conversation: Mapped[Conversation] = relationship()
@@ -198,6 +210,29 @@ class DecisionRecord(Base):
     corrections: Mapped[list[RouteCorrection]] = relationship(
         back_populates="decision", order_by="RouteCorrection.id", cascade="all, delete-orphan"
     )
+
+
+class AnswerFeedback(Base):
+    """One person's 👍 or 👎 on one bot answer; pressing again changes it (the latest press wins)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("decision_id", "user", name="uq_feedback_decision_user"),
+        check("value", FeedbackValue, "feedback"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("route_decisions.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    user: Mapped[str] = mapped_column(String(64))
+    # The person who asked the question the answer replied to (otherwise: staff or on-call rating it).
+    from_asker: Mapped[bool] = mapped_column(Boolean)
+    # good | bad
+    value: Mapped[str] = mapped_column(String(8))
+    # What was wrong, in the asker's words: their next message in the thread after a 👎.
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class Vote(Base):
@@ -333,6 +368,39 @@ class EscalationEvent(Base):
     at: Mapped[datetime]
 
     escalation: Mapped[Escalation] = relationship(back_populates="events")
+
+
+class SlaClock(Base):
+    """One response-time clock of a thread: started, warned (once), breached (once), met or stopped.
+
+    first_response: one per conversation; first_human_response and resolution: one per escalation.
+    `elapsed_s` is the counted time (business hours where they apply), written once the clock is met."""
+
+    __tablename__ = "sla_clocks"
+    __table_args__ = (
+        Index("ix_sla_clocks_deadline", "deadline"),
+        check("metric", SlaMetric, "sla_clocks"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # "<metric>:c<conversation id>" or "<metric>:e<escalation id>": a clock is started once, by any replica.
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    escalation_id: Mapped[int | None] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    route: Mapped[str | None] = mapped_column(String(64))
+    # None: measured without a target (no warning, no breach).
+    target_s: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime]
+    warn_due_at: Mapped[datetime | None]
+    deadline: Mapped[datetime | None]
+    warned_at: Mapped[datetime | None]
+    # When the target was missed (the deadline), recorded once.
+    breached_at: Mapped[datetime | None]
+    met_at: Mapped[datetime | None]
+    # The clock ended without what it waits for (the escalation expired, or was resolved without a reply).
+    stopped_at: Mapped[datetime | None]
+    elapsed_s: Mapped[float | None] = mapped_column(Float)
 
 
 class LLMCall(Base):

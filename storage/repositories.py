@@ -318,11 +318,11 @@ async def add_decision(session: AsyncSession, decision: DecisionRecord) -> int:
 
 async def finish_decision(
     session: AsyncSession, decision_id: int, *, outcome: str, reply_text: str | None,
-    escalated: bool, latency_ms: float | None,
+    escalated: bool, latency_ms: float | None, reply_ts: str | None = None,
 ) -> None:
     await session.execute(_DECISION_BY_ID, {
         "b_id": decision_id, "outcome": outcome, "reply_text": reply_text, "escalated": escalated,
-        "latency_ms": latency_ms})
+        "latency_ms": latency_ms, "reply_ts": reply_ts})
 
 
 async def set_grounding(session: AsyncSession, decision_id: int, *, grounding: str,

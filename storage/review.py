@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from storage.models import (
+    AnswerFeedback,
     Conversation,
     DecisionRecord,
     Escalation,
@@ -37,6 +38,9 @@ class LogFilter:
     since: datetime | None = None
     until: datetime | None = None
     text: str | None = None
+    # The asker's rating of the answer ("good", "bad"), and what became of the thread (a Resolution, or "open").
+    feedback: str | None = None
+    resolution: str | None = None
     after_id: int | None = None
     limit: int = 50
     # Rows skipped before the first returned one (the dashboard's pages).
@@ -65,6 +69,9 @@ class LogRow:
     outcome: str | None
     # The passages given to the model: [{"title", "source", …}].
     sources: list[dict[str, Any]]
+    # The asker's latest rating of the answer, and what became of the thread (None while it is open).
+    feedback: str | None = None
+    resolution: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +94,8 @@ class LogRow:
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "outcome": self.outcome,
             "sources": [{"title": source.get("title"), "source": source.get("source")} for source in self.sources],
+            "feedback": self.feedback,
+            "resolution": self.resolution,
         }
 
 
@@ -105,9 +114,12 @@ def _log_query(filters: LogFilter) -> Select[Any]:
     corrected = _latest_correction()
     effective_route = func.coalesce(corrected, DecisionRecord.route)
     statement = (
-        select(DecisionRecord, Conversation, Message, corrected.label("corrected_route"))
+        select(DecisionRecord, Conversation, Message, corrected.label("corrected_route"),
+               AnswerFeedback.value.label("feedback"))
         .join(Conversation, Conversation.id == DecisionRecord.conversation_id)
         .join(Message, Message.id == DecisionRecord.message_id)
+        .outerjoin(AnswerFeedback, (AnswerFeedback.decision_id == DecisionRecord.id)
+                   & AnswerFeedback.from_asker.is_(True))
     )
     if filters.route:
         statement = statement.where(effective_route == filters.route)
@@ -139,6 +151,12 @@ def _log_query(filters: LogFilter) -> Select[Any]:
             or_(func.lower(Message.text).like(pattern, escape="\\"),
                 func.lower(DecisionRecord.reply_text).like(pattern, escape="\\"))
         )
+    if filters.feedback:
+        statement = statement.where(AnswerFeedback.value == filters.feedback)
+    if filters.resolution == "open":
+        statement = statement.where(Conversation.resolution.is_(None))
+    elif filters.resolution:
+        statement = statement.where(Conversation.resolution == filters.resolution)
     if filters.after_id is not None:
         statement = statement.where(DecisionRecord.id > filters.after_id)
     return statement
@@ -148,7 +166,7 @@ async def query_logs(session: AsyncSession, filters: LogFilter, *, oldest_first:
     order = DecisionRecord.id.asc() if oldest_first else DecisionRecord.id.desc()
     statement = _log_query(filters).order_by(order).limit(filters.limit).offset(filters.offset)
     rows = []
-    for decision, conversation, message, corrected_route in (await session.execute(statement)):
+    for decision, conversation, message, corrected_route, feedback in (await session.execute(statement)):
         rows.append(
             LogRow(
                 id=decision.id,
@@ -170,6 +188,8 @@ async def query_logs(session: AsyncSession, filters: LogFilter, *, oldest_first:
                 latency_ms=decision.latency_ms,
                 outcome=decision.outcome,
                 sources=list(decision.sources or []),
+                feedback=feedback,
+                resolution=conversation.resolution,
             )
         )
     return rows

@@ -20,7 +20,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from typer.testing import CliRunner
 
 from bot.cli import LOG_COLUMNS, app
+from bot.clock import ManualClock
 from bot.config import load_config
+from bot.domain import FeedbackPress, InboundMessage
 from bot.local_chat import LocalChat
 from bot.runtime import build_runtime
 from bot.settings import Settings
@@ -28,7 +30,7 @@ from bot.web.server import build_web_app
 from tests.web.conftest import CONVERSATIONS, fill, local_playground
 
 CONTRACT_FIELDS = {"created_at", "channel", "thread_ts", "user", "text", "route", "confidence", "decided_by",
-                   "escalated", "voted", "vote_agreement", "reply", "latency_ms"}
+                   "escalated", "voted", "vote_agreement", "reply", "latency_ms", "feedback", "resolution"}
 
 
 async def _fill_and_correct(url: str, conversations: list[tuple[str, str, str]]) -> None:
@@ -162,3 +164,37 @@ def test_follow_prints_new_decisions_as_they_are_made(env: dict[str, str]) -> No
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     assert "Traceback" not in stderr
+
+
+async def _rated_threads(url: str) -> None:
+    """Three questions: the first rated 👍 by its asker, the second 👎, the third left alone."""
+    chat = LocalChat(ManualClock())
+    runtime = await build_runtime(Settings(database_url=url), load_config(), chat=chat, instance_id="rate")
+    try:
+        for n, value in enumerate(("good", "bad", None)):
+            msg = InboundMessage(source="local", team=chat.team, channel="CRATE", user="UASKER",
+                                 text=f"the app crashes when I upload file number {n}", ts=chat.next_ts(),
+                                 event_id=f"rate-{n}")
+            assert (await runtime.pipeline.handle(msg)).outcome == "replied"
+            [answer] = [post for post in chat.posts if post.reply_to == msg.dedupe_key]
+            if value is not None:
+                press = FeedbackPress(team=chat.team, channel="CRATE", thread_ts=msg.ts, answer_ts=answer.ts,
+                                      user="UASKER", value="good" if value == "good" else "bad")
+                assert await runtime.feedback.rate(press) == "recorded"
+    finally:
+        await runtime.close()
+
+
+def test_logs_say_how_the_asker_rated_each_answer_and_what_became_of_the_thread(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'rated.db'}"}
+    asyncio.run(_rated_threads(env["DATABASE_URL"]))
+    rows = json_rows(env)
+    assert [(row["feedback"], row["resolution"]) for row in reversed(rows)] == [
+        ("good", "resolved_by_bot"), ("bad", None), (None, None)]
+    assert [row["text"][-1] for row in json_rows(env, "--feedback", "bad")] == ["1"]
+    assert [row["text"][-1] for row in json_rows(env, "--resolution", "open")] == ["2", "1"]
+    assert [row["feedback"] for row in json_rows(env, "--resolution", "resolved_by_bot")] == ["good"]
+    table = csv.DictReader(io.StringIO(logs(env, "--format", "csv").stdout))
+    assert [(row["feedback"], row["resolution"]) for row in table][-1] == ("good", "resolved_by_bot")
+    wrong = logs(env, "--feedback", "meh")
+    assert wrong.exit_code != 0 and "good, bad" in wrong.output

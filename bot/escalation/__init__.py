@@ -8,11 +8,12 @@ from bot.escalation.service import (
     ActionResult,
     EscalationRequest,
     EscalationService,
+    RequestTrigger,
     parse_escalation_id,
 )
 
 __all__ = [
     "ACK_ACTION", "LOCAL_ONCALL_USER", "REQUEST_ACTION", "RESOLVE_ACTION", "ActionResult", "Audience", "Coverage",
-    "EscalationRequest", "EscalationService", "EscalationSummary", "OnCallBasis", "Page", "Roster",
+    "EscalationRequest", "EscalationService", "EscalationSummary", "OnCallBasis", "Page", "RequestTrigger", "Roster",
     "list_escalations", "oncall_report", "parse_escalation_id",
 ]

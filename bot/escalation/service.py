@@ -23,6 +23,8 @@ from bot.escalation.learning import propose_answer
 from bot.escalation.paging import Pager
 from bot.escalation.roster import Roster
 from bot.ports import ChatPort
+from bot.sla.clocks import start_escalation_clocks
+from bot.sla.policy import SlaPolicy
 from bot.vocabulary import OPEN_ESCALATION_STATES, ConversationState, EscalationState, Trigger
 from storage import escalations as records
 from storage import repositories as repo
@@ -36,6 +38,12 @@ LOCAL_ONCALL_USER = "ULOCALONCALL"
 SWEEP_BATCH = 50
 
 ActionResult = Literal["done", "already", "refused", "not_found"]
+# The triggers a person's "Get a human" press opens an escalation with.
+RequestTrigger = Literal["user_request", "feedback"]
+REQUEST_REASONS: dict[RequestTrigger, str] = {
+    "user_request": "pressed the “Get a human” button",
+    "feedback": "rated the answer 👎 and pressed “Get a human”",
+}
 
 REQUEST_NOTICE = Notice("I've asked a person from the support team to join; they will reply in this thread. "
                         "I'll stay quiet here in the meantime.")
@@ -73,6 +81,7 @@ class EscalationService:
         capabilities = chat.capabilities
         self._local = capabilities.local_page_channel is not None
         self._settings = config.escalation
+        self._sla = SlaPolicy(config.sla)
         self._db = db
         self._chat = chat
         self._clock = clock
@@ -118,8 +127,10 @@ class EscalationService:
             await self._pager.deliver_if_due(escalation_id)
         return escalation_id
 
-    async def request_human(self, team: str, channel: str, thread_ts: str, user: str) -> ActionResult:
-        """The "Get a human" button: open an escalation for the thread, page, tell the thread.
+    async def request_human(self, team: str, channel: str, thread_ts: str, user: str, *,
+                            trigger: RequestTrigger = "user_request") -> ActionResult:
+        """The "Get a human" button (on an answer, or on the offer after a 👎: trigger "feedback"): open an
+        escalation for the thread, page, tell the thread.
 
         "done" when opened, "already" when the thread has an open escalation (nothing changes)."""
         async with self._db.sessions() as session:
@@ -134,8 +145,8 @@ class EscalationService:
             context = await records.request_context(session, conversation_id)
         escalation = Escalation(
             conversation_id=conversation_id, decision_id=context.decision_id,
-            dedupe_key=f"request:{team}:{channel}:{thread_ts}:{context.earlier + 1}", trigger="user_request",
-            reason="pressed the “Get a human” button", requester=user,
+            dedupe_key=f"request:{team}:{channel}:{thread_ts}:{context.earlier + 1}", trigger=trigger,
+            reason=REQUEST_REASONS[trigger], requester=user,
             summary=(context.last_text or "(asked for a person)")[:4000], route=context.route,
             confidence=context.confidence, drafts=[], permalink=permalink,
         )
@@ -161,6 +172,10 @@ class EscalationService:
                 if found is not None:
                     return found, False
                 escalation_id = await records.insert(session, escalation, now=now)
+                thread = await records.thread_of(session, escalation_id)
+                await start_escalation_clocks(session, self._sla, escalation_id=escalation_id,
+                                              conversation_id=escalation.conversation_id, route=escalation.route,
+                                              channel=thread.channel, paged_at=now)
         except IntegrityError:
             # Another replica (or a double click) opened it a moment ago.
             async with self._db.sessions() as session:

@@ -35,10 +35,12 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
+from bot.domain import FeedbackPress
 from bot.errors import TransportError
 from bot.escalation import ACK_ACTION, REQUEST_ACTION, RESOLVE_ACTION
+from bot.feedback import ANSWER_NOT_FOUND, NOT_THE_ASKER
 from bot.runtime import Runtime
-from bot.slack.blocks import parse_thread_key
+from bot.slack.blocks import FEEDBACK_ACTION, parse_request_value
 from bot.slack.events import ButtonPress, Skip, SlackPost, read_assistant_thread, read_button, read_post
 from bot.slack.guard import LogBudget, signature_problem
 from bot.slack.inbox import InboxWriter
@@ -110,6 +112,7 @@ class SlackBot:
         self.bolt.action(ACK_ACTION)(self.on_escalation_button)
         self.bolt.action(RESOLVE_ACTION)(self.on_escalation_button)
         self.bolt.action(REQUEST_ACTION)(self.on_get_a_human)
+        self.bolt.action(FEEDBACK_ACTION)(self.on_feedback)
 
     # --- transports in ------------------------------------------------------------------------
 
@@ -220,7 +223,34 @@ class SlackBot:
         if press is not None:
             self._after_ack(lambda: self._spawn(self._get_a_human(press)))
 
+    async def on_feedback(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        press = read_button(body)
+        if press is not None:
+            self._after_ack(lambda: self._spawn(self._feedback(press)))
+
     # --- after the ack --------------------------------------------------------------------------
+
+    async def _feedback(self, press: ButtonPress) -> None:
+        """👍/👎 on an answer: recorded for the asker (and staff); anyone else is told it is not theirs to rate."""
+        answer_ts = press.message_ts
+        if press.value not in ("good", "bad") or answer_ts is None:
+            await self._tell(press, ANSWER_NOT_FOUND)
+            return
+        value: Literal["good", "bad"] = "good" if press.value == "good" else "bad"
+        rating = FeedbackPress(team=press.team, channel=press.channel, thread_ts=press.thread_ts or answer_ts,
+                               answer_ts=answer_ts, user=press.user, value=value)
+        try:
+            result = await self.runtime.feedback.rate(rating)
+        except TransportError as exc:  # recorded; only the offer of a person did not reach the thread
+            log.warning("feedback_offer_not_delivered", error=str(exc))
+            await self._tell(press, NOT_DELIVERED)
+            return
+        log.info("feedback_pressed", user=press.user, value=value, result=result)
+        if result == "not_asker":
+            await self._tell(press, NOT_THE_ASKER)
+        elif result == "not_found":
+            await self._tell(press, ANSWER_NOT_FOUND)
 
     async def _escalation_button(self, press: ButtonPress) -> None:
         escalation_id = parse_row_id(press.value)
@@ -247,13 +277,14 @@ class SlackBot:
             await self._tell(press, NOT_FOUND.format(id=escalation_id))
 
     async def _get_a_human(self, press: ButtonPress) -> None:
-        thread = parse_thread_key(press.value)
-        if thread is None:
+        request = parse_request_value(press.value)
+        if request is None:
             await self._tell(press, HUMAN_NOT_FOUND)
             return
-        team, channel, thread_ts = thread
+        team, channel, thread_ts, trigger = request
         try:
-            result = await self.runtime.escalations.request_human(team, channel, thread_ts, press.user)
+            result = await self.runtime.escalations.request_human(team, channel, thread_ts, press.user,
+                                                                  trigger=trigger)
         except TransportError as exc:
             log.warning("human_request_not_delivered", channel=channel, thread_ts=thread_ts, error=str(exc))
             await self._tell(press, NOT_DELIVERED)

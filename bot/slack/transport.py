@@ -5,7 +5,7 @@ It renders the core's values for Slack: Markdown to mrkdwn, pages to Block Kit (
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -16,16 +16,24 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import Config
-from bot.domain import Answer, InboundMessage, Notice, PostedMessage, Turn
+from bot.domain import Answer, InboundMessage, Notice, PostedMessage, SlaWarning, Turn
 from bot.errors import SupportbotError, TransportError
 from bot.escalation.page import Page
 from bot.ports import Capabilities
 from bot.settings import Settings
-from bot.slack.blocks import REPLY_EVENT_TYPE, reply_blocks, reply_metadata, thread_key
+from bot.slack.blocks import (
+    REPLY_EVENT_TYPE,
+    FeedbackStyle,
+    reply_blocks,
+    reply_metadata,
+    request_value,
+    thread_key,
+)
 from bot.slack.client import DEFAULT_TIMEOUT_S, build_web_client
 from bot.slack.events import HUMAN_SUBTYPES
 from bot.slack.mrkdwn import defuse_mentions, to_mrkdwn
 from bot.slack.pages import page_blocks, page_text
+from bot.slack.sla import sla_warning_blocks, sla_warning_text
 from bot.slack.text import to_plain_text, without_pings
 
 log = structlog.get_logger(__name__)
@@ -41,6 +49,8 @@ STREAMING_UNAVAILABLE: Final = frozenset({
     "method_deprecated", "team_access_not_granted"})
 # A message that cannot be updated any more: the answer is posted anew.
 GONE: Final = frozenset({"message_not_found", "cant_update_message", "channel_not_found"})
+# What Slack answers for a block it does not know (a workspace without `context_actions`).
+BLOCKS_REFUSED: Final = frozenset({"invalid_blocks"})
 # How far back in a page channel (newest first) a lost page is looked for.
 PAGE_HISTORY_LIMIT: Final = 100
 # Slack answers these when the working indicator is already in the wanted state.
@@ -79,6 +89,8 @@ class SlackChat:
         # Set when Slack refused to start a stream for a reason that will not go away (an old workspace, a
         # missing scope): later answers are posted whole at once instead of asking again each time.
         self._streaming_refused: str | None = None
+        # Set when Slack refused the `context_actions` feedback block: later answers carry plain buttons.
+        self._feedback_refused: str | None = None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -96,12 +108,32 @@ class SlackChat:
 
     async def post_answer(self, msg: InboundMessage, answer: Answer) -> PostedMessage:
         text = without_pings(to_mrkdwn(answer.text))
-        response = await self._call("chat.postMessage", self.client.chat_postMessage(
-            channel=msg.channel, thread_ts=msg.root_ts, text=text,
-            blocks=reply_blocks(text, request_value=self._request_value(msg, answer), citations=answer.citations),
-            metadata=reply_metadata(msg.dedupe_key), unfurl_links=False, unfurl_media=False,
-        ))
+        response = await self._with_feedback(answer, lambda feedback: self._call(
+            "chat.postMessage", self.client.chat_postMessage(
+                channel=msg.channel, thread_ts=msg.root_ts, text=text,
+                blocks=reply_blocks(text, request_value=self._request_value(msg, answer),
+                                    citations=answer.citations, feedback=feedback),
+                metadata=reply_metadata(msg.dedupe_key), unfurl_links=False, unfurl_media=False)))
         return PostedMessage(str(response["channel"]), str(response["ts"]))
+
+    async def _with_feedback(
+        self, answer: Answer, send: Callable[[FeedbackStyle | None], Awaitable[AsyncSlackResponse]]
+    ) -> AsyncSlackResponse:
+        """Send an answer with Slack's own 👍/👎 block; where the workspace refuses that block, with plain
+        buttons instead, from then on (the refusal is remembered like a refused stream)."""
+        if not answer.asks_feedback:
+            return await send(None)
+        if self._feedback_refused is not None:
+            return await send("buttons")
+        try:
+            return await send("context_actions")
+        except TransportError as exc:
+            if exc.code not in BLOCKS_REFUSED:
+                raise
+            response = await send("buttons")  # refused too: the problem is elsewhere, and it is raised
+            log.warning("slack_feedback_block_refused", code=exc.code)
+            self._feedback_refused = exc.code
+            return response
 
     async def find_answer(self, msg: InboundMessage) -> PostedMessage | None:
         async for message in self._thread(msg.channel, msg.root_ts, include_metadata=True):
@@ -143,14 +175,16 @@ class SlackChat:
                             shown: str | None) -> PostedMessage:
         """Stop the stream with the rest of the answer and its buttons; when the answer does not continue what
         the stream shows (or the stream is gone), stop it and replace the message with the answer."""
-        blocks = reply_blocks(None, request_value=self._request_value(msg, answer), citations=answer.citations)
         metadata = reply_metadata(msg.dedupe_key)
         if shown is not None and answer.text.startswith(shown):
             rest = _markdown(answer.text[len(shown):])
             try:
-                await self._call("chat.stopStream", self._quick.chat_stopStream(
-                    channel=stream.channel, ts=stream.ts, markdown_text=rest or None, blocks=blocks or None,
-                    metadata=metadata))
+                await self._with_feedback(answer, lambda feedback: self._call(
+                    "chat.stopStream", self._quick.chat_stopStream(
+                        channel=stream.channel, ts=stream.ts, markdown_text=rest or None,
+                        blocks=reply_blocks(None, request_value=self._request_value(msg, answer),
+                                            citations=answer.citations, feedback=feedback) or None,
+                        metadata=metadata)))
                 return stream
             except TransportError as exc:
                 log.info("stream_stop_failed", code=exc.code)
@@ -159,10 +193,11 @@ class SlackChat:
                 await self._call("chat.stopStream", self._quick.chat_stopStream(channel=stream.channel, ts=stream.ts))
         text = without_pings(to_mrkdwn(answer.text))
         try:
-            await self._call("chat.update", self.client.chat_update(
+            await self._with_feedback(answer, lambda feedback: self._call("chat.update", self.client.chat_update(
                 channel=stream.channel, ts=stream.ts, text=text,
-                blocks=reply_blocks(text, request_value=self._request_value(msg, answer), citations=answer.citations),
-                metadata=metadata))
+                blocks=reply_blocks(text, request_value=self._request_value(msg, answer),
+                                    citations=answer.citations, feedback=feedback),
+                metadata=metadata)))
         except TransportError as exc:
             if exc.code not in GONE:
                 raise
@@ -179,8 +214,12 @@ class SlackChat:
         text = to_mrkdwn(notice.template)
         if notice.user is not None:
             text = text.replace("{user}", f"<@{notice.user}>")
+        blocks = None
+        if notice.human_trigger in ("user_request", "feedback"):
+            team = (await self.identity()).team_id
+            blocks = reply_blocks(text, request_value=request_value(team, channel, thread_ts, notice.human_trigger))
         response = await self._call("chat.postMessage", self.client.chat_postMessage(
-            channel=channel, text=text, thread_ts=thread_ts, unfurl_links=False))
+            channel=channel, text=text, thread_ts=thread_ts, blocks=blocks, unfurl_links=False))
         return PostedMessage(str(response["channel"]), str(response["ts"]))
 
     # --- escalation pages ----------------------------------------------------------------------
@@ -188,6 +227,11 @@ class SlackChat:
     async def post_page(self, channel: str, page: Page) -> PostedMessage:
         response = await self._call("chat.postMessage", self.client.chat_postMessage(
             channel=channel, text=page_text(page), blocks=page_blocks(page), unfurl_links=False))
+        return PostedMessage(str(response["channel"]), str(response["ts"]))
+
+    async def post_sla_warning(self, channel: str, warning: SlaWarning) -> PostedMessage:
+        response = await self._call("chat.postMessage", self.client.chat_postMessage(
+            channel=channel, text=sla_warning_text(warning), blocks=sla_warning_blocks(warning), unfurl_links=False))
         return PostedMessage(str(response["channel"]), str(response["ts"]))
 
     async def update_page(self, posted: PostedMessage, page: Page) -> None:

@@ -82,9 +82,11 @@ def build_web_app(runtime: Runtime, *, playground: LocalChat | None = None) -> w
     from bot.web.dashboard import add_dashboard_routes
     from bot.web.knowledge import add_knowledge_routes
     from bot.web.playground import add_playground_routes
+    from bot.web.sla import add_sla_routes
 
     dashboard = add_dashboard_routes(app, runtime)
     add_knowledge_routes(app, dashboard)
+    add_sla_routes(app, dashboard)
     add_playground_routes(app, dashboard, playground)
     return app
 

@@ -77,12 +77,31 @@ async def test_a_question_in_a_channel_streams_into_one_complete_answer(
     assert answer.stream_state == "stopped" and answer.text == ANSWER
     assert answer.metadata is not None and answer.metadata["event_type"] == REPLY_EVENT_TYPE
     assert any(block.get("type") == "actions" for block in answer.blocks or [])
+    assert [block["elements"][0]["type"] for block in answer.blocks or [] if block["type"] == "context_actions"] == [
+        "feedback_buttons"]  # 👍/👎 arrive with chat.stopStream
     assert claude_bot.posts_in_thread(SUPPORT, question.ts) == []
     # Appends keep Slack's pace: never two within the interval.
     appends = [call.at for call in calls if call.method == "chat.appendStream"]
     assert all(later - earlier >= 0.2 for earlier, later in zip([calls[0].at, *appends], appends, strict=False))
     [inbox] = await claude_bot.inbox()
     assert inbox.reply_ts == answer.ts and inbox.stream_ts == answer.ts
+
+
+async def test_a_stream_stopped_where_context_actions_are_refused_ends_with_plain_feedback_buttons(
+    claude_bot: SlackBotHarness, fake_anthropic: FakeAnthropicAPI,
+) -> None:
+    answers_with(fake_anthropic)
+    claude_bot.fake.reject_block_type("context_actions")
+    question = await claude_bot.post(SUPPORT, CUSTOMER, "uploads of big files fail halfway, any idea?")
+    await claude_bot.settle(timeout_s=20)
+
+    answer = only_answer(claude_bot, question.ts)
+    stops = [call.ok for call in claude_bot.fake.stream_calls(SUPPORT, answer.ts) if call.method == "chat.stopStream"]
+    assert stops == [False, True] and answer.stream_state == "stopped" and answer.text == ANSWER
+    thumbs = [(e["action_id"], e["value"]) for b in answer.blocks or [] if b["type"] == "actions"
+              for e in b["elements"] if e["action_id"] == "reply_feedback"]
+    assert thumbs == [("reply_feedback", "good"), ("reply_feedback", "bad")]
+    assert claude_bot.posts_in_thread(SUPPORT, question.ts) == []
 
 
 async def test_a_sensitive_question_is_answered_once_unstreamed(
@@ -157,4 +176,5 @@ async def test_an_answer_claude_cannot_finish_ends_as_the_honest_note(
     answer = only_answer(claude_bot, question.ts)
     shown = "\n".join([answer.text, *(b["text"]["text"] for b in answer.blocks or [] if b.get("type") == "section")])
     assert "can't draft an answer right now" in shown and "Sorry about that" not in shown
+    assert not any(b["type"] == "context_actions" for b in answer.blocks or [])  # a notice is not rated
     await asyncio.sleep(0)
