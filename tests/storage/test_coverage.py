@@ -1,5 +1,5 @@
-"""The coverage-gap queries on SQLite and PostgreSQL: questions with no document, escalated ones, and the questions
-behind answers rated 👎 (by decision id)."""
+"""The coverage-gap query on SQLite and PostgreSQL: questions with no document, escalated ones, and those whose
+answer someone rated 👎."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from bot.knowledge.service import KnowledgeBase
 from bot.local_chat import LocalChat
 from bot.runtime import build_runtime
 from bot.settings import Settings
-from storage import coverage
+from storage import coverage, feedback
 from tests.conftest import config_with
 from tests.knowledge.conftest import write_docs
 
@@ -27,7 +27,7 @@ min_score = 0.6
 """
 
 
-async def test_gaps_are_the_questions_with_no_document_or_a_person_and_those_rated_bad(
+async def test_gaps_are_the_questions_with_no_document_a_person_or_a_bad_rating(
     database_url: str, tmp_path: Path, clock: ManualClock,
 ) -> None:
     config = config_with(TOML)
@@ -41,13 +41,15 @@ async def test_gaps_are_the_questions_with_no_document_or_a_person_and_those_rat
             clock.advance(60)
             await runtime.pipeline.handle(InboundMessage(source="slack", team="T0", channel="C0", user="U0",
                                                          text=text, ts=f"1800000000.00000{n}", event_id=f"Ev{n}"))
+        async with runtime.db.sessions.begin() as session:
+            # The asker rates the grounded answer 👎.
+            await feedback.record_feedback(session, feedback.AnsweredDecision(1, 1, "U0", "open"), user="U0",
+                                           value="bad", now=clock.now())
         async with runtime.db.sessions() as session:
             gaps = await coverage.unanswered_questions(session)
             recent = await coverage.unanswered_questions(session, since=clock.now())
-            bad = await coverage.questions_rated_bad(session, {1, 999})
-            none = await coverage.questions_rated_bad(session, set())
-        assert [(g.text, g.reasons) for g in gaps] == [(texts[2], ("escalated",)), (texts[1], ("no_docs",))]
+        assert [(g.decision_id, g.text, g.reasons) for g in gaps] == [
+            (3, texts[2], ("escalated",)), (2, texts[1], ("no_docs",)), (1, texts[0], ("rated_bad",))]
         assert [g.text for g in recent] == [texts[2]]
-        assert [(g.decision_id, g.text, g.reasons) for g in bad] == [(1, texts[0], ("rated_bad",))] and none == []
     finally:
         await runtime.close()
