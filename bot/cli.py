@@ -170,7 +170,7 @@ def _print_result(result: Any) -> None:
                   highlight=False)
     console.print(Text.assemble(("bot> ", "bold green"), result.reply or ""), highlight=False)
     for citation in result.citations:
-        console.print(Text.assemble(("source: ", "dim"), citation.title, " — ", citation.source), highlight=False)
+        console.print(Text.assemble(("source: ", "dim"), citation.label, " — ", citation.source), highlight=False)
 
 
 # --- logs ------------------------------------------------------------------------------------

@@ -94,10 +94,19 @@ class Citation:
     def url(self) -> str | None:
         return self.source if self.source.startswith(("https://", "http://")) else None
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Citation:
+        """A passage as a route decision recorded it (Grounding.as_record)."""
+        return cls(str(record.get("title", "")), str(record.get("source", "")), _recorded_kind(record))
+
     @property
     def label(self) -> str:
         """The title as shown under an answer: a team answer says it is one."""
         return f"{TEAM_ANSWER_LABEL}: {self.title}" if self.kind == "team_answer" else self.title
+
+
+def _recorded_kind(record: Mapping[str, Any]) -> CitationKind:
+    return "team_answer" if record.get("kind") == "team_answer" else "docs"
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,12 @@ class Document:
     text: str
     score: float
     kind: CitationKind = "docs"
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Document:
+        """A passage as a route decision recorded it (Grounding.as_record), without its text."""
+        return cls(str(record.get("title", "")), str(record.get("heading", "")), str(record.get("source", "")), "",
+                   0.0, _recorded_kind(record))
 
 
 @dataclass(frozen=True)

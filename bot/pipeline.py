@@ -108,9 +108,7 @@ def recorded_citations(decision: DecisionRecord | None) -> tuple[Citation, ...]:
     """The citations of an answer decided before a crash, from what its decision recorded."""
     if decision is None or not decision.sources:
         return ()
-    return Grounding(tuple(Document(str(s.get("title", "")), str(s.get("heading", "")), str(s.get("source", "")),
-                                    "", 0.0, "team_answer" if s.get("kind") == "team_answer" else "docs")
-                           for s in decision.sources)).citations
+    return Grounding(tuple(Document.from_record(source) for source in decision.sources)).citations
 
 
 class Pipeline:

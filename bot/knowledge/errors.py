@@ -3,7 +3,8 @@
     KnowledgeError              (a SupportbotError)
      ├── DocumentError          one file or page that cannot be indexed: it is reported and skipped
      ├── SourceError            a source that does not exist, or a location that cannot be read at all
-     └── ProposalError          a proposed answer that does not exist, or an edit that cannot be indexed
+     └── ProposalError          a reviewer's edit that cannot be indexed (empty, too long)
+          └── ProposalNotFound  no proposed answer has that id
 """
 
 from __future__ import annotations
@@ -29,4 +30,8 @@ class SourceError(KnowledgeError):
 
 
 class ProposalError(KnowledgeError):
-    """A proposed answer that is unknown, or a reviewer's edit that cannot be indexed (empty)."""
+    """A reviewer's edit of a proposed answer that cannot be indexed (empty, too long)."""
+
+
+class ProposalNotFound(ProposalError):
+    """No proposed answer has the id a reviewer gave."""

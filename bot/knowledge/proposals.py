@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from bot.knowledge.errors import ProposalError
+from bot.knowledge.errors import ProposalError, ProposalNotFound
 from bot.knowledge.service import DirectDocument, KnowledgeBase
 from bot.vocabulary import TEAM_ANSWERS_SOURCE, ProposalStatus
 from storage import proposals as records
@@ -29,12 +29,12 @@ def answer_link(proposal: KnowledgeProposal) -> str:
     return proposal.permalink or f"answers/{proposal.id}"
 
 
-def answer_document(proposal: KnowledgeProposal) -> DirectDocument:
-    """One document per approved answer: the question is its title, question and answer its text."""
+def answer_document(proposal: KnowledgeProposal, answer: str) -> DirectDocument:
+    """One document per approved answer: the question is its title, question and `answer` its text."""
     question = " ".join(proposal.question.split())
     title = question if len(question) <= TITLE_CHARS else question[: TITLE_CHARS - 1] + "…"
     return DirectDocument(link=answer_link(proposal), title=title,
-                          text=f"Question: {proposal.question.strip()}\n\nAnswer: {proposal.indexed_answer.strip()}")
+                          text=f"Question: {proposal.question.strip()}\n\nAnswer: {answer.strip()}")
 
 
 def proposal_json(proposal: KnowledgeProposal) -> dict[str, Any]:
@@ -70,31 +70,31 @@ class ProposalReview:
             if len(edited) > ANSWER_CHARS:
                 raise ProposalError(f"the edited answer is {len(edited)} characters long; keep it under "
                                     f"{ANSWER_CHARS}")
-        proposal = await self._get(proposal_id)
-        if edited is not None:
-            proposal.edited_answer = edited
+        proposal = await self.proposal(proposal_id)
+        answer = edited if edited is not None else proposal.indexed_answer
         # Indexed first: a proposal marked approved is always in the index (a failure leaves it as it was).
-        await self._knowledge.index_documents(TEAM_ANSWERS_SOURCE, [answer_document(proposal)])
+        await self._knowledge.index_documents(TEAM_ANSWERS_SOURCE, [answer_document(proposal, answer)])
         async with self._db.sessions.begin() as session:
             await records.decide(session, proposal_id, status="approved", reviewer=reviewer, edited_answer=edited,
                                  now=self._now())
         log.info("knowledge_proposal_approved", proposal_id=proposal_id, reviewer=reviewer, edited=edited is not None)
-        return await self._get(proposal_id)
+        return await self.proposal(proposal_id)
 
     async def reject(self, proposal_id: int, *, reviewer: str) -> KnowledgeProposal:
         """Keep the answer out of the index (taking it out when it was approved before)."""
-        proposal = await self._get(proposal_id)
+        proposal = await self.proposal(proposal_id)
         if proposal.status == "approved":
             await self._knowledge.remove_documents(TEAM_ANSWERS_SOURCE, [answer_link(proposal)])
         async with self._db.sessions.begin() as session:
             await records.decide(session, proposal_id, status="rejected", reviewer=reviewer, edited_answer=None,
                                  now=self._now())
         log.info("knowledge_proposal_rejected", proposal_id=proposal_id, reviewer=reviewer)
-        return await self._get(proposal_id)
+        return await self.proposal(proposal_id)
 
-    async def _get(self, proposal_id: int) -> KnowledgeProposal:
+    async def proposal(self, proposal_id: int) -> KnowledgeProposal:
+        """The proposal as stored now; ProposalError when there is none."""
         async with self._db.sessions() as session:
             proposal = await records.get(session, proposal_id)
         if proposal is None:
-            raise ProposalError(f"there is no proposed answer #{proposal_id} (see `supportbot kb proposals`)")
+            raise ProposalNotFound(f"there is no proposed answer #{proposal_id} (see `supportbot kb proposals`)")
         return proposal

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import structlog
 from aiohttp import web
 
+from bot.domain import Citation
 from bot.runtime import Runtime
 from bot.vocabulary import DECIDED_BY
 from bot.web import charts
@@ -213,6 +214,7 @@ def _environment() -> jinja2.Environment:
     env.filters["pct"] = lambda value: "–" if value is None else f"{value:.0%}"
     env.filters["usd"] = lambda value: "n/a" if value is None else f"${value:,.4f}"
     env.filters["num"] = lambda value: f"{value:,}"
+    env.filters["citation"] = Citation.from_record
     return env
 
 

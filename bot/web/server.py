@@ -80,10 +80,12 @@ def build_web_app(runtime: Runtime, *, playground: LocalChat | None = None) -> w
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     from bot.web.dashboard import add_dashboard_routes
+    from bot.web.knowledge import add_knowledge_routes
     from bot.web.playground import add_playground_routes
     from bot.web.sla import add_sla_routes
 
     dashboard = add_dashboard_routes(app, runtime)
+    add_knowledge_routes(app, dashboard)
     add_sla_routes(app, dashboard)
     add_playground_routes(app, dashboard, playground)
     return app

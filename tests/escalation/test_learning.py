@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import Config
-from bot.knowledge.errors import ProposalError
+from bot.knowledge.errors import KnowledgeError, ProposalError
 from bot.knowledge.proposals import ProposalReview
 from bot.knowledge.service import KnowledgeBase
 from bot.runtime import Runtime
 from storage.models import KnowledgeProposal
 from tests.conftest import config_with
 from tests.escalation.conftest import Factory, customer_message
+from tests.knowledge.conftest import write_docs
 from tests.knowledge.test_kb_cli import kb, operator_env
 
 QUESTION = "Do you sign a HIPAA business associate agreement for the enterprise plan?"
@@ -110,7 +112,7 @@ async def test_no_answer_in_the_thread_means_no_proposal_and_a_replayed_resolve_
 
 
 async def test_bad_review_input_gets_a_clear_error_and_changes_nothing(
-    make_runtime: Factory, clock: ManualClock,
+    make_runtime: Factory, clock: ManualClock, tmp_path: Path,
 ) -> None:
     runtime = await make_runtime(proposals_config())
     await answered_and_resolved(runtime, clock)
@@ -127,6 +129,16 @@ async def test_bad_review_input_gets_a_clear_error_and_changes_nothing(
             raise AssertionError(f"expected a ProposalError about {message!r}")
     [unchanged] = await review.proposals("proposed")
     assert unchanged.edited_answer is None and not await KnowledgeBase(runtime.db, runtime.config).has_sources()
+
+    # Someone named a folder of docs `answers`: approving says why it cannot, and the proposal stays proposed.
+    await KnowledgeBase(runtime.db, runtime.config).add([str(write_docs(tmp_path / "docs"))], name="answers")
+    try:
+        await review.approve(proposal.id, reviewer="rita")
+    except KnowledgeError as exc:
+        assert "fetched from files or the web" in str(exc)
+    else:
+        raise AssertionError("expected a KnowledgeError")
+    assert [p.status for p in await review.proposals()] == ["proposed"]
 
 
 async def test_reviewers_list_approve_with_an_edit_and_reject_through_the_cli(
