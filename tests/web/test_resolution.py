@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bot.domain import FeedbackPress
@@ -25,7 +26,7 @@ async def rate(filled: Filled, index: int, value: str) -> None:
 
 
 async def test_resolution_rate_csat_and_ratings_show_per_route_and_over_time(
-    client: TestClient, filled: Filled,
+    client: TestClient[web.Request, web.Application], filled: Filled,
 ) -> None:
     await rate(filled, 1, "good")
     await rate(filled, 2, "bad")
