@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -21,7 +22,7 @@ from bot.config import Config
 from bot.domain import FeedbackPress, Notice
 from bot.escalation import Roster
 from bot.ports import ChatPort
-from bot.vocabulary import ConversationState, Resolution, ResolutionBasis
+from bot.vocabulary import ConversationState, FeedbackValue, Resolution, ResolutionBasis
 from storage import feedback as store
 from storage.engine import Database
 from storage.models import Conversation
@@ -101,10 +102,10 @@ class FeedbackService:
             log.info("feedback_not_counted", user=press.user, decision_id=answered.decision_id)
             return "not_asker"
         now = self._clock.now()
-        async with self._db.sessions.begin() as session:
-            previous = await store.record_feedback(session, answered, user=press.user, value=press.value, now=now)
-            if from_asker:
-                await self._settle_by_rating(session, answered.conversation_id, press, now)
+        try:
+            previous = await self._record(answered, press, from_asker, now)
+        except IntegrityError:  # a double click (or another replica) stored the first rating a moment ago
+            previous = await self._record(answered, press, from_asker, now)
         log.info("feedback_recorded", decision_id=answered.decision_id, user=press.user, value=press.value,
                  previous=previous, from_asker=from_asker)
         if previous == press.value:
@@ -113,6 +114,14 @@ class FeedbackService:
         if from_asker and press.value == "bad" and not person_has_it:
             await self._chat.post_notice(press.channel, press.thread_ts, BAD_ANSWER_OFFER)
         return "recorded" if previous is None else "changed"
+
+    async def _record(self, answered: store.AnsweredDecision, press: FeedbackPress, from_asker: bool,
+                      now: datetime) -> FeedbackValue | None:
+        async with self._db.sessions.begin() as session:
+            previous = await store.record_feedback(session, answered, user=press.user, value=press.value, now=now)
+            if from_asker:
+                await self._settle_by_rating(session, answered.conversation_id, press, now)
+        return previous
 
     @staticmethod
     async def _settle_by_rating(session: AsyncSession, conversation_id: int, press: FeedbackPress,

@@ -3,16 +3,20 @@ the messages the fake Slack holds, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import Config
 from bot.feedback import BAD_ANSWER_OFFER, NOT_THE_ASKER, is_thanks
+from bot.web.server import start_server
 from storage.models import AnswerFeedback, Conversation, Escalation
+from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import FakeSlackAPI, SlackMessage
 from tests.slack.conftest import (
@@ -210,6 +214,25 @@ async def test_quiet_threads_settle_when_the_window_has_passed(bot: SlackBotHarn
     # Coming back reopens the thread.
     await ask(bot, "one more thing: can I upload from my phone?", thread_ts=answered.ts)
     assert await resolution(bot, answered.ts) == (None, None)
+
+
+async def test_the_servers_background_pass_settles_quiet_threads(
+    fake_slack: FakeSlackAPI, sqlite_url: str, slack_config: Config, clock: ManualClock,
+) -> None:
+    settings = slack_settings(fake_slack, sqlite_url).model_copy(update={"supportbot_recovery_interval_s": 0.1})
+    server = await start_server(settings, slack_config, host="127.0.0.1", port=0, clock=clock, instance_id="settle")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            bot = SlackBotHarness(server, fake_slack, http)
+            question, _ = await ask(bot)
+            clock.advance(24 * 3600 + 1)
+            async with asyncio.timeout(10):
+                while await resolution(bot, question.ts) == (None, None):
+                    await asyncio.sleep(0.05)
+            assert await resolution(bot, question.ts) == ("resolved_by_bot", "no_follow_up")
+            assert 'supportbot_background_passes_total{job="settle"}' in await bot.metrics()
+    finally:
+        await server.stop()
 
 
 @pytest.mark.parametrize(("text", "thanks"), [
