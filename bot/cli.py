@@ -1,4 +1,4 @@
-"""The `supportbot` command line: serve, chat, logs, eval, triage, db, oncall, escalations."""
+"""The `supportbot` command line: serve, chat, logs, eval, triage, db, oncall, escalations, sla."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.config import Config, load_config
+from bot.domain import duration_text
 from bot.errors import ConfigError
 from bot.kb_cli import kb_app
 from bot.settings import Settings
@@ -499,6 +500,61 @@ def oncall(
         table.add_row(start.strftime("%a %d %b %H:%M"), end.strftime("%a %d %b %H:%M"),
                       ", ".join(slot["users"]) or (report["usergroup"] or "nobody"), slot["source"])
     console.print(table)
+
+
+# --- response times ---------------------------------------------------------------------------------------
+
+SLA_METRIC_COLUMNS = (("first_response", "first response"), ("first_human_response", "first human response"),
+                      ("resolution", "resolution"))
+
+
+@app.command()
+def sla(
+    since: Annotated[str, typer.Option(help="e.g. 24h, 7d, or 2026-01-31 (clocks started since then)")] = "7d",
+    format: Annotated[TableOrJson, typer.Option("--format", help="table, or json (one object a line: each "
+                                                                 "route, then the overall one)")] = TableOrJson.table,
+) -> None:
+    """First response, first human response after a page and time to resolution, per route and overall:
+    count, p50/p90, the target, the share met in time, breaches, still running."""
+    settings, config = load_settings_and_config()
+    now = datetime.now(UTC)
+    start = parse_since(since, now)
+    scopes = _run(_sla(settings, config, start, now))
+    if format is TableOrJson.json:
+        for scope in scopes:
+            sys.stdout.write(json.dumps(scope.as_json(start), ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"Response times since {since}", box=None, pad_edge=False)
+    for column in ("route", "metric", "count", "p50", "p90", "target", "met", "breaches", "open"):
+        table.add_column(column, no_wrap=True)
+    for scope in scopes:
+        name = "all routes" if scope.overall else (scope.route or "(not routed)")
+        for metric, label in SLA_METRIC_COLUMNS:
+            stats = scope.metrics[metric]
+            table.add_row(name, label, str(stats.count), _span(stats.p50_s), _span(stats.p90_s), _span(stats.target_s),
+                          "" if stats.share_met is None else f"{stats.share_met:.0%}", str(stats.breaches),
+                          str(stats.open), style="bold" if scope.overall else None)
+    console.print(table)
+
+
+async def _sla(settings: Settings, config: Config, since: datetime | None, now: datetime) -> list[Any]:
+    from bot.sla.policy import SlaPolicy
+    from bot.sla.report import sla_report
+    from storage.engine import open_database, upgrade
+    from storage.sla import clocks_since
+
+    await upgrade(settings.database_url)
+    db = open_database(settings.database_url)
+    try:
+        async with db.sessions() as session:
+            clocks = await clocks_since(session, since)
+    finally:
+        await db.dispose()
+    return sla_report(clocks, SlaPolicy(config.sla), now)
+
+
+def _span(seconds: float | None) -> str:
+    return "" if seconds is None else duration_text(seconds)
 
 
 def main() -> None:

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.errors import ConfigError
 from bot.vocabulary import RouterMode
@@ -153,6 +162,17 @@ MinuteOfDay = Annotated[int, BeforeValidator(_minute_of_day), Field(ge=0, le=MIN
 Weekdays = Annotated[frozenset[int], BeforeValidator(_weekday_numbers)]
 
 
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from exc
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
+
+
 class RotationShift(_Section):
     user: str
     # Days and hours in the rotation's time zone, e.g. days = ["mon", "tue"], start = "09:00";
@@ -170,7 +190,7 @@ class RotationShift(_Section):
 
 
 class RotationConfig(_Section):
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     # Weekly rotation: users take turns a week each, handing over at `handoff` ("mon 09:00") in
     # `timezone`; users[0] holds the week that contains `start`. Shifts, when one covers the
     # moment, win over the weekly turn (e.g. weekend or night cover).
@@ -186,15 +206,6 @@ class RotationConfig(_Section):
             if not SLACK_USER_ID.match(user):
                 raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
         return users
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from exc
-        return value
 
     @property
     def zone(self) -> ZoneInfo:
@@ -280,6 +291,52 @@ class ResolutionSection(_Section):
     assume_resolved_after_h: Annotated[float, Field(gt=0, le=24 * 90)] = 24
 
 
+class SlaTargets(_Section):
+    """Response-time targets; a missing one is measured but has no target (no warning, no breach)."""
+
+    # The customer's first message to the bot's first answer or notice (always 24/7: the bot never sleeps).
+    first_response_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] | None = None
+    # A page sent to the first message in the thread by a person (staff or on-call); business hours.
+    first_human_response_min: Annotated[float, Field(gt=0, le=90 * 24 * 60)] | None = None
+    # The customer's first message to the escalation resolved; business hours.
+    resolution_h: Annotated[float, Field(gt=0, le=365 * 24)] | None = None
+
+
+class BusinessHoursConfig(_Section):
+    """When the human-response and resolution clocks run, wall-clock in [sla] timezone; an end before the
+    start runs past midnight ("22:00" to "06:00"), as rotation shifts do."""
+
+    days: Weekdays = frozenset(range(5))
+    start: MinuteOfDay = 9 * 60
+    end: MinuteOfDay = 17 * 60
+
+    @model_validator(mode="after")
+    def _some_time_open(self) -> BusinessHoursConfig:
+        if not self.days:
+            raise _KeyedError("sla.business_hours.days", "business hours need at least one day")
+        if self.start == self.end:
+            raise _KeyedError("sla.business_hours.end",
+                              "the end must differ from the start (use 00:00 to 24:00 for whole days)")
+        return self
+
+
+class SlaSection(SlaTargets):
+    """[sla]: default targets, per-route ([sla.routes.<route>]) and per-channel ([sla.channels.<id>]) ones
+    (a channel's wins over a route's, each key on its own), business hours and when to warn."""
+
+    timezone: TimeZoneName = "UTC"
+    # Unset: the clocks run 24/7.
+    business_hours: BusinessHoursConfig | None = None
+    # A warning goes to the escalation channel once this share of a target has passed.
+    warn_at: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
+    routes: dict[str, SlaTargets] = {}
+    channels: dict[str, SlaTargets] = {}
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
 class Config(_Section):
     """The whole validated config; `source` names the file it came from."""
 
@@ -293,6 +350,7 @@ class Config(_Section):
     llm: LLMSection = LLMSection()
     knowledge: KnowledgeSection = KnowledgeSection()
     resolution: ResolutionSection = ResolutionSection()
+    sla: SlaSection = SlaSection()
     source: str = BUILT_IN_SOURCE
 
     @model_validator(mode="after")
@@ -315,6 +373,10 @@ class Config(_Section):
                     f"rule points at route {rule.route!r}, which is not defined "
                     f"(defined: {', '.join(sorted(self.routes))})",
                 )
+        for name in self.sla.routes:
+            if name not in self.routes:
+                raise _KeyedError(f"sla.routes.{name}", f"{name!r} is not a defined route "
+                                  f"(defined: {', '.join(sorted(self.routes))})")
         return self
 
     @property

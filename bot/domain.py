@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any, Literal
 
-from bot.vocabulary import ConversationState, DecidedBy, FeedbackValue, Origin, Outcome, Role, Trigger, Verdict
+from bot.vocabulary import (
+    CitationKind,
+    ConversationState,
+    DecidedBy,
+    FeedbackValue,
+    Origin,
+    Outcome,
+    Role,
+    SlaMetric,
+    Trigger,
+    Verdict,
+)
 
 # "reply": the bot's own answer (it offers a person); "notice": a status note (a person is coming, …).
 ReplyKind = Literal["reply", "notice"]
@@ -66,16 +78,26 @@ class PostedMessage:
     ts: str
 
 
+TEAM_ANSWER_LABEL = "An answer the team gave before"
+
+
 @dataclass(frozen=True)
 class Citation:
-    """A document an answer was grounded in: its title and where it lives (a file path or a URL)."""
+    """A document an answer was grounded in: its title and where it lives (a file path or a URL); a team answer
+    is a reviewed answer a person gave in an earlier thread (its source links to that thread)."""
 
     title: str
     source: str
+    kind: CitationKind = "docs"
 
     @property
     def url(self) -> str | None:
         return self.source if self.source.startswith(("https://", "http://")) else None
+
+    @property
+    def label(self) -> str:
+        """The title as shown under an answer: a team answer says it is one."""
+        return f"{TEAM_ANSWER_LABEL}: {self.title}" if self.kind == "team_answer" else self.title
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,7 @@ class Document:
     source: str
     text: str
     score: float
+    kind: CitationKind = "docs"
 
 
 @dataclass(frozen=True)
@@ -104,13 +127,13 @@ class Grounding:
         """One citation per page, in rank order."""
         seen: dict[str, Citation] = {}
         for document in self.documents:
-            seen.setdefault(document.source, Citation(document.title, document.source))
+            seen.setdefault(document.source, Citation(document.title, document.source, document.kind))
         return tuple(seen.values())
 
     def as_record(self) -> list[dict[str, object]]:
         """The passages as stored with the route decision (and shown by `logs` and the dashboard)."""
-        return [{"title": d.title, "source": d.source, "heading": d.heading, "score": round(d.score, 4)}
-                for d in self.documents]
+        return [{"title": d.title, "source": d.source, "heading": d.heading, "score": round(d.score, 4),
+                 "kind": d.kind} for d in self.documents]
 
 
 @dataclass(frozen=True)
@@ -150,6 +173,45 @@ class FeedbackPress:
     answer_ts: str
     user: str
     value: FeedbackValue
+
+
+SLA_METRIC_NAMES: dict[SlaMetric, str] = {
+    "first_response": "first response",
+    "first_human_response": "first human response",
+    "resolution": "resolution",
+}
+
+
+def duration_text(seconds: float) -> str:
+    """A target or a wait as people say it: 45 s, 30 min, 1.5 h, 2 d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+@dataclass(frozen=True)
+class SlaWarning:
+    """A thread about to miss a response-time target, for the escalation channel."""
+
+    metric: SlaMetric
+    channel: str
+    thread_ts: str
+    route: str | None
+    target_s: float
+    deadline: datetime
+    escalation_id: int | None = None
+    permalink: str | None = None
+
+    @property
+    def title(self) -> str:
+        target = duration_text(self.target_s)
+        return f"SLA warning: {SLA_METRIC_NAMES[self.metric]} target ({target}) about to be missed"
+
+    @property
+    def key(self) -> str:
+        """Names the warning in the post, so one already posted can be recognised."""
+        return f"sla-warning:{self.metric}:{self.channel}:{self.thread_ts}"
 
 
 @dataclass(frozen=True)

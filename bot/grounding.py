@@ -14,6 +14,7 @@ from sqlalchemy import exists, select
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain import Document, Grounding
+from bot.vocabulary import TEAM_ANSWERS_SOURCE, CitationKind
 from storage.engine import Database
 from storage.models import KnowledgeSource
 
@@ -27,6 +28,11 @@ log = structlog.get_logger(__name__)
 SOURCES_RECHECK_S = 30.0
 # A page is given to the model (and cited) when it scores at least this share of the best page's score.
 RELATIVE_SCORE = 0.5
+
+
+def citation_kind(source_name: str) -> CitationKind:
+    """Passages of the approved answers are cited as answers the team gave before."""
+    return "team_answer" if source_name == TEAM_ANSWERS_SOURCE else "docs"
 
 
 class Knowledge:
@@ -54,7 +60,8 @@ class Knowledge:
         best = max(hit.score for hit in result.hits)
         # Pages far behind the best one are other topics that share a few words: neither given nor cited.
         return Grounding(tuple(Document(title=hit.title, heading=hit.heading, source=hit.source, text=hit.text,
-                                        score=hit.score) for hit in result.hits if hit.score >= RELATIVE_SCORE * best))
+                                        score=hit.score, kind=citation_kind(hit.source_name))
+                               for hit in result.hits if hit.score >= RELATIVE_SCORE * best))
 
     async def _any_sources(self) -> bool:
         now = self._clock.monotonic()

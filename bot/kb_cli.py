@@ -1,12 +1,15 @@
-"""`supportbot kb`: add, sync, list, remove and search knowledge sources, and score retrieval."""
+"""`supportbot kb`: add, sync, list, remove and search knowledge sources, score retrieval, and review the answers
+people gave in resolved escalations (`kb proposals`, `kb approve`, `kb reject`)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +55,14 @@ async def _knowledge_base(settings: Settings, config: Config) -> AsyncIterator[A
         yield KnowledgeBase(db, config)
     finally:
         await db.dispose()
+
+
+@asynccontextmanager
+async def _proposal_review(settings: Settings, config: Config) -> AsyncIterator[Any]:
+    from bot.knowledge.proposals import ProposalReview
+
+    async with _knowledge_base(settings, config) as kb:
+        yield ProposalReview(kb.db, kb, lambda: datetime.now(UTC))
 
 
 def _run(work: Any) -> Any:
@@ -253,3 +264,102 @@ def eval_command(
         for outcome in misses:
             console.print(f"  {outcome.question.q}  [dim](gold {', '.join(outcome.question.gold)}; got "
                           f"{', '.join(Path(s).name or s for s in outcome.sources[:3])})[/]", highlight=False)
+
+
+# --- answers people gave, proposed as knowledge ----------------------------------------------------------------
+
+
+class ProposalStatusFilter(StrEnum):
+    proposed = "proposed"
+    approved = "approved"
+    rejected = "rejected"
+
+
+def _reviewer() -> str:
+    try:
+        return getpass.getuser()[:64] or "cli"
+    except Exception:  # no user name in this environment (a container with a bare uid)
+        return "cli"
+
+
+def _proposal_id(raw: str) -> int:
+    from storage.models import parse_row_id
+
+    found = parse_row_id(raw.strip())
+    if found is None:
+        raise _fail(f"{raw[:20]!r} is not a proposal id (see `supportbot kb proposals`)")
+    return found
+
+
+@kb_app.command("proposals")
+def proposals(
+    status: Annotated[ProposalStatusFilter | None, typer.Option(help="only proposed, approved or rejected ones")] = (
+        None),
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 200,
+    format: Annotated[TableOrJson, typer.Option("--format", help="table, or json (one object a line)")] = (
+        TableOrJson.table),
+) -> None:
+    """Answers people gave in resolved escalations, newest first; nothing is indexed before `kb approve`."""
+    from bot.knowledge.proposals import proposal_json
+
+    settings, config = _setup()
+
+    async def work() -> Any:
+        async with _proposal_review(settings, config) as review:
+            return await review.proposals(status.value if status else None, limit=limit)
+
+    found = _run(work())
+    if format is TableOrJson.json:
+        for proposal in found:
+            sys.stdout.write(json.dumps(proposal_json(proposal), ensure_ascii=False) + "\n")
+        return
+    if not found:
+        console.print("[dim]no proposed answers yet: they come from escalations resolved after a person answered "
+                      "in the thread[/]")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("id", "status", "route", "question", "answer", "by", "reviewer", "link"):
+        table.add_column(column, no_wrap=column in ("id", "status", "route", "by"), overflow="fold")
+    for proposal in found:
+        edited = " [dim](edited)[/]" if proposal.edited_answer is not None else ""
+        table.add_row(str(proposal.id), proposal.status, proposal.route or "", _clip(proposal.question, 80),
+                      Text(_clip(proposal.indexed_answer, 120)) + Text.from_markup(edited),
+                      proposal.answered_by or "", proposal.reviewer or "", proposal.permalink or "")
+    console.print(table)
+
+
+@kb_app.command("approve")
+def approve(
+    proposal_id: Annotated[str, typer.Argument(metavar="ID", help="the proposal (see `kb proposals`)")],
+    text: Annotated[str | None, typer.Option(help="the answer to index instead of the person's words "
+                                                  "(e.g. with personal data taken out)")] = None,
+    reviewer: Annotated[str | None, typer.Option(help="who approves (default: your user name)")] = None,
+) -> None:
+    """Index the answer in the source `answers`, so the bot answers the same question from it next time."""
+    settings, config = _setup()
+    chosen = _proposal_id(proposal_id)
+
+    async def work() -> Any:
+        async with _proposal_review(settings, config) as review:
+            return await review.approve(chosen, reviewer=(reviewer or _reviewer())[:64], text=text)
+
+    approved = _run(work())
+    edited = " (edited)" if approved.edited_answer is not None else ""
+    console.print(f"approved proposal {approved.id}{edited}: indexed in the source `answers`", highlight=False)
+
+
+@kb_app.command("reject")
+def reject(
+    proposal_id: Annotated[str, typer.Argument(metavar="ID", help="the proposal (see `kb proposals`)")],
+    reviewer: Annotated[str | None, typer.Option(help="who rejects (default: your user name)")] = None,
+) -> None:
+    """Keep the answer out of the knowledge base (removing it from the index when it was approved)."""
+    settings, config = _setup()
+    chosen = _proposal_id(proposal_id)
+
+    async def work() -> Any:
+        async with _proposal_review(settings, config) as review:
+            return await review.reject(chosen, reviewer=(reviewer or _reviewer())[:64])
+
+    rejected = _run(work())
+    console.print(f"rejected proposal {rejected.id}: not in the knowledge base", highlight=False)

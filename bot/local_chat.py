@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from bot.clock import Clock, SystemClock
-from bot.domain import Answer, InboundMessage, Notice, PostedMessage, Turn
+from bot.domain import Answer, InboundMessage, Notice, PostedMessage, SlaWarning, Turn
 from bot.errors import TransportError
 from bot.escalation.page import Page
 from bot.ports import Capabilities
@@ -16,7 +16,7 @@ from bot.ports import Capabilities
 # Where pages go in local mode when the config names no escalation channel.
 LOCAL_PAGE_CHANNEL: Final = "CESCALATIONS"
 
-PostKind = Literal["answer", "notice", "page"]
+PostKind = Literal["answer", "notice", "page", "sla_warning"]
 
 
 @dataclass
@@ -30,6 +30,7 @@ class LocalPost:
     answer: Answer | None = None
     notice: Notice | None = None
     page: Page | None = None
+    sla_warning: SlaWarning | None = None
     # The dedupe key of the message an answer replies to.
     reply_to: str | None = None
     # How often a page was updated in place.
@@ -47,8 +48,19 @@ class LocalPost:
             return self.streamed
         if self.notice is not None:
             return self.notice.template.replace("{user}", f"@{self.notice.user}")
+        if self.sla_warning is not None:
+            return sla_warning_markdown(self.sla_warning)
         assert self.page is not None
         return self.page.title
+
+
+def sla_warning_markdown(warning: SlaWarning) -> str:
+    """The warning as the playground and the terminal show it."""
+    where = (f"[the thread]({warning.permalink})" if warning.permalink
+             else f"thread {warning.thread_ts} in #{warning.channel}")
+    escalation = f", escalation #{warning.escalation_id}" if warning.escalation_id is not None else ""
+    return (f"**{warning.title}**\n{where} (route {warning.route or 'n/a'}{escalation}) misses it at "
+            f"{warning.deadline.strftime('%Y-%m-%d %H:%M UTC')} unless someone answers first.")
 
 
 # The newest ts any LocalChat in this process handed out, in microseconds.
@@ -133,6 +145,10 @@ class LocalChat:
 
     async def post_page(self, channel: str, page: Page) -> PostedMessage:
         return await self._add(LocalPost(channel=channel, ts=self.next_ts(), kind="page", page=page))
+
+    async def post_sla_warning(self, channel: str, warning: SlaWarning) -> PostedMessage:
+        return await self._add(LocalPost(channel=channel, ts=self.next_ts(), kind="sla_warning",
+                                         sla_warning=warning))
 
     async def update_page(self, posted: PostedMessage, page: Page) -> None:
         post = self._post(posted)

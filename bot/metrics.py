@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from bot.llm.base import Usage
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Response times run from seconds (the bot) to days (a resolution).
+_SLA_BUCKETS_S = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 86400, 3 * 86400, 7 * 86400)
 
 
 class Metrics:
@@ -51,8 +53,19 @@ class Metrics:
             registry=self.registry,
         )
         self.background_passes = Counter(
-            "supportbot_background_passes_total", "Passes of the inbox recovery and the escalation sweep",
+            "supportbot_background_passes_total", "Passes of the inbox recovery and the escalation and SLA sweeps",
             ["job"], registry=self.registry,
+        )
+        self.sla_seconds = Histogram(
+            "supportbot_sla_seconds", "Measured first response, first human response and resolution times "
+            "(business hours where they apply)", ["metric"], buckets=_SLA_BUCKETS_S, registry=self.registry,
+        )
+        self.sla_warnings = Counter(
+            "supportbot_sla_warnings_total", "Warnings posted before a target was missed", ["metric"],
+            registry=self.registry,
+        )
+        self.sla_breaches = Counter(
+            "supportbot_sla_breaches_total", "Targets missed", ["metric"], registry=self.registry,
         )
         self.in_flight = Gauge(
             "supportbot_in_flight", "Messages being processed right now", registry=self.registry

@@ -39,12 +39,15 @@ from bot.llm.base import LLM
 from bot.metrics import Metrics
 from bot.ports import ChatPort
 from bot.router.base import RouteDecision, Router, RoutingContext
+from bot.sla.clocks import start_clock
+from bot.sla.policy import SlaPolicy
 from bot.streaming import AnswerStreamer
 from bot.vocabulary import ConversationState, Outcome, Trigger
 from bot.voting import Voter
 from handlers.persona import PersonaHandler
 from handlers.registry import HandlerRegistry
 from storage import repositories as repo
+from storage import sla as clocks
 from storage.engine import Database
 from storage.models import DecisionRecord, InboundEvent, Vote, VoteSampleRow
 
@@ -106,7 +109,8 @@ def recorded_citations(decision: DecisionRecord | None) -> tuple[Citation, ...]:
     if decision is None or not decision.sources:
         return ()
     return Grounding(tuple(Document(str(s.get("title", "")), str(s.get("heading", "")), str(s.get("source", "")),
-                                    "", 0.0) for s in decision.sources)).citations
+                                    "", 0.0, "team_answer" if s.get("kind") == "team_answer" else "docs")
+                           for s in decision.sources)).citations
 
 
 class Pipeline:
@@ -128,6 +132,7 @@ class Pipeline:
         self.instance_id = instance_id
         self.lease = lease
         self.knowledge = knowledge
+        self.sla = SlaPolicy(config.sla)
 
     # --- entry points -------------------------------------------------------------------------
 
@@ -236,6 +241,8 @@ class Pipeline:
             if await repo.find_message(session, conversation.id, ts) is None:
                 await repo.add_message(session, conversation_id=conversation.id, role="staff", user=user,
                                        ts=ts, text=text, now=now)
+                # A person answering after a page stops the first-human-response clock.
+                await clocks.meet(session, conversation_id=conversation.id, metric="first_human_response", at=now)
             if conversation.state != ConversationState.TAKEN_OVER:
                 await repo.set_conversation_state(session, conversation.id, ConversationState.TAKEN_OVER, now=now,
                                                   by=user)
@@ -271,7 +278,7 @@ class Pipeline:
         if loaded.joined_late:
             thread = dataclasses.replace(thread, history=tuple(await self._earlier_in_slack(msg)))
 
-        decision, decision_id = await self._route(msg, thread, loaded)
+        decision, decision_id = await self._route(event, msg, thread, loaded)
         structlog.contextvars.bind_contextvars(route=decision.route)
         if event.reply_intent is not None:
             # Recovering after a crash mid-delivery: say what was decided then, nothing new.
@@ -335,7 +342,8 @@ class Pipeline:
             return []
         return [turn for turn in turns if turn.text != msg.text]
 
-    async def _route(self, msg: InboundMessage, thread: ThreadState, loaded: LoadedThread) -> tuple[RouteDecision, int]:
+    async def _route(self, event: InboundEvent, msg: InboundMessage, thread: ThreadState,
+                     loaded: LoadedThread) -> tuple[RouteDecision, int]:
         existing = loaded.existing
         if existing is not None:
             return RouteDecision(route=existing.route, confidence=existing.confidence,
@@ -355,6 +363,11 @@ class Pipeline:
                 scores={k: round(v, 4) for k, v in decision.scores.items()},
                 router_mode=getattr(self.router, "name", "custom"), router_latency_ms=decision.latency_ms,
                 llm_calls=decision.llm_calls, created_at=self.clock.now()))
+            if not loaded.thread.history:
+                # The customer's first message: the first-response clock runs from its receipt.
+                await start_clock(session, self.sla, "first_response", conversation_id=thread.conversation_id,
+                                  escalation_id=None, route=decision.route, channel=msg.channel,
+                                  started_at=event.received_at)
         return decision, decision_id
 
     async def _handle(
@@ -476,6 +489,7 @@ class Pipeline:
             if conversation_id is not None:
                 await repo.add_message(session, conversation_id=conversation_id, role="assistant",
                                        text=handled.answer.text, ts=posted.ts, now=now)
+                await clocks.meet(session, conversation_id=conversation_id, metric="first_response", at=now)
             if decision_id is not None:
                 await repo.finish_decision(session, decision_id, outcome=handled.outcome,
                                            reply_text=handled.answer.text, reply_ts=posted.ts,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from bot.domain import Answer, InboundMessage, Notice, PostedMessage, Turn
+from bot.domain import Answer, InboundMessage, Notice, PostedMessage, SlaWarning, Turn
 from bot.vocabulary import Origin
 
 if TYPE_CHECKING:
@@ -64,6 +64,10 @@ class ChatPort(Protocol):
     async def post_page(self, channel: str, page: Page) -> PostedMessage: ...
 
     async def update_page(self, posted: PostedMessage, page: Page) -> None: ...
+
+    async def post_sla_warning(self, channel: str, warning: SlaWarning) -> PostedMessage:
+        """Tell the team in `channel` (the escalation channel) that a thread is about to miss a target."""
+        ...
 
     async def find_page(self, channel: str, page: Page) -> PostedMessage | None:
         """A post of this page (same escalation and round) already in `channel`; None when there is none or

@@ -33,6 +33,7 @@ from bot.router.llm import LLMRouter
 from bot.router.local import LabeledText, LocalRouter
 from bot.router.rules import RulesRouter
 from bot.settings import Settings
+from bot.sla.monitor import SlaMonitor
 from bot.voting import Voter
 from bot.worker import Dispatcher
 from handlers.registry import HandlerRegistry
@@ -84,6 +85,7 @@ class Runtime:
     pipeline: Pipeline
     escalations: EscalationService
     feedback: FeedbackService
+    sla: SlaMonitor
     dispatcher: Dispatcher
     instance_id: str
 
@@ -97,14 +99,15 @@ class Runtime:
         return len(corrections)
 
     async def start(self) -> None:
-        """Take back what this replica left unfinished, then keep recovering the inbox and sweeping escalations."""
+        """Take back what this replica left unfinished, then keep recovering the inbox and sweeping escalations,
+        SLA clocks and threads that went quiet."""
         async with self.db.sessions.begin() as session:
             orphans = await repo.release_own_leases(session, owner=self.instance_id, now=self.clock.now())
         if orphans:
             log.info("taking_back_unfinished_work", count=orphans)
         interval = self.settings.supportbot_recovery_interval_s
-        self.dispatcher.start_background(sweep=self.escalations.sweep, settle=self.feedback.settle,
-                                         recovery_interval_s=interval, sweep_interval_s=interval)
+        sweeps = (self.escalations.sweep, self.sla.sweep_clocks, self.feedback.settle)
+        self.dispatcher.start_background(sweeps=sweeps, recovery_interval_s=interval, sweep_interval_s=interval)
         await self.dispatcher.recover()
 
     async def drain(self) -> None:
@@ -171,4 +174,4 @@ async def build_runtime(
              instance=instance, corrections=len(local.corrections))
     return Runtime(settings=settings, config=config, db=db, clock=clock, metrics=metrics, chat=chat,
                    llm=stack, local_router=local, pipeline=pipeline, escalations=escalations, feedback=feedback,
-                   dispatcher=dispatcher, instance_id=instance)
+                   sla=SlaMonitor(config, db, chat, clock, metrics), dispatcher=dispatcher, instance_id=instance)

@@ -44,6 +44,12 @@ OPEN_ESCALATION_STATES: tuple[EscalationState, ...] = (EscalationState.PAGED, Es
 Trigger = Literal["route", "rule", "vote", "llm_failure", "user_request", "failure", "no_docs", "feedback"]
 # What the knowledge base gave an answer: relevant passages, or nothing relevant (for a route that has docs).
 Grounding = Literal["documents", "missing"]
+# A reviewer's verdict on an answer a person gave in a resolved escalation, proposed as knowledge.
+ProposalStatus = Literal["proposed", "approved", "rejected"]
+# The knowledge source that holds the approved answers; its passages are cited as answers the team gave before.
+TEAM_ANSWERS_SOURCE = "answers"
+# What a cited document is: a page of the team's docs, or an answer the team gave before.
+CitationKind = Literal["docs", "team_answer"]
 # Which tier decided a route; a reviewer's correction shows as "correction".
 DecidedBy = Literal["rules", "local", "llm", "hybrid", "correction"]
 RouterMode = Literal["rules", "local", "llm", "hybrid"]
@@ -56,6 +62,9 @@ Origin = Literal["slack", "local", "cli", "triage"]
 Verdict = Literal["reply", "needs_human", "error"]
 # What an LLM call was for (llm_calls.purpose, metrics labels).
 Purpose = Literal["route", "reply", "vote", "judge", "triage"]
+# What a response-time clock measures (sla_clocks.metric): the customer's first message to the bot's first
+# post; a page to a person's first message in the thread; the customer's first message to resolution.
+SlaMetric = Literal["first_response", "first_human_response", "resolution"]
 
 # A person's rating of one bot answer (👍 / 👎).
 FeedbackValue = Literal["good", "bad"]
@@ -75,6 +84,7 @@ ResolutionBasis = Literal["feedback", "thanks", "no_follow_up", "escalation_open
 SETTLED: tuple[Resolution, ...] = ("resolved_by_bot", "resolved_by_human", "abandoned")
 
 DECIDED_BY: tuple[DecidedBy, ...] = get_args(DecidedBy)
+SLA_METRICS: tuple[SlaMetric, ...] = get_args(SlaMetric)
 
 
 def values(kind: object) -> tuple[str, ...]:

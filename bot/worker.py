@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
@@ -55,17 +55,15 @@ class Dispatcher:
     def pending(self) -> int:
         return len(self._tasks)
 
-    def start_background(self, *, sweep: Callable[[], Awaitable[int]] | None = None,
-                         settle: Callable[[], Awaitable[int]] | None = None,
+    def start_background(self, *, sweeps: Sequence[Callable[[], Awaitable[int]]] = (),
                          recovery_interval_s: float = RECOVERY_INTERVAL_S,
                          sweep_interval_s: float = SWEEP_INTERVAL_S) -> None:
-        """Periodic recovery of unfinished inbox rows (crashes, lapsed leases), escalation sweeps, and the
-        settling of threads that went quiet (bot.feedback), the last two at the sweep interval."""
+        """Periodic recovery of unfinished inbox rows (crashes, lapsed leases), and each sweep (escalations,
+        SLA clocks) in a loop of its own."""
         self._loops.append(asyncio.create_task(self._every(recovery_interval_s, self.recover), name="recovery"))
-        if sweep is not None:
-            self._loops.append(asyncio.create_task(self._every(sweep_interval_s, sweep), name="sweeper"))
-        if settle is not None:
-            self._loops.append(asyncio.create_task(self._every(sweep_interval_s, settle), name="settler"))
+        for sweep in sweeps:
+            name = getattr(sweep, "__name__", "sweep")
+            self._loops.append(asyncio.create_task(self._every(sweep_interval_s, sweep), name=name))
 
     async def recover(self) -> int:
         async with self._pipeline.db.sessions() as session:

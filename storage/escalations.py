@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.vocabulary import OPEN_ESCALATION_STATES, ConversationState, EscalationState
+from storage import sla as clocks
 from storage.feedback import set_resolution
 from storage.models import Conversation, DecisionRecord, Escalation, EscalationEvent, EscalationPage, Message
 from storage.repositories import set_conversation_state
@@ -145,6 +146,9 @@ async def transition(
         await set_conversation_state(session, conversation_id, ConversationState.RESOLVED, now=now)
         await set_resolution(session, conversation_id, "resolved_by_human", basis="escalation_resolved", now=now)
         conversation_state = ConversationState.RESOLVED
+        await clocks.record_resolution(session, conversation_id, at=now)
+        # Resolved before anyone wrote in the thread: there is no first human reply to wait for.
+        await clocks.stop(session, escalation_id=escalation_id, metrics=("first_human_response",), at=now)
     return Transition(EscalationState(previous), Thread(conversation_id, channel, thread_ts, conversation_state))
 
 
@@ -158,6 +162,7 @@ async def expire(session: AsyncSession, due: Due, *, note: str, now: datetime) -
         return None
     session.add(EscalationEvent(escalation_id=due.id, from_state=EscalationState.PAGED,
                                 to_state=EscalationState.EXPIRED, actor=None, note=note, at=now))
+    await clocks.stop(session, escalation_id=due.id, metrics=("first_human_response", "resolution"), at=now)
     thread = await thread_of(session, due.id)
     # Nobody came: unless the thread was settled otherwise meanwhile, it ends here (a new question reopens it).
     await set_resolution(session, thread.conversation_id, "abandoned", basis="escalation_expired", now=now,

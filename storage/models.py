@@ -33,10 +33,12 @@ from bot.vocabulary import (
     InboxStatus,
     Origin,
     Outcome,
+    ProposalStatus,
     Purpose,
     Resolution,
     ResolutionBasis,
     Role,
+    SlaMetric,
     Trigger,
     Verdict,
     sql_in,
@@ -368,6 +370,39 @@ class EscalationEvent(Base):
     escalation: Mapped[Escalation] = relationship(back_populates="events")
 
 
+class SlaClock(Base):
+    """One response-time clock of a thread: started, warned (once), breached (once), met or stopped.
+
+    first_response: one per conversation; first_human_response and resolution: one per escalation.
+    `elapsed_s` is the counted time (business hours where they apply), written once the clock is met."""
+
+    __tablename__ = "sla_clocks"
+    __table_args__ = (
+        Index("ix_sla_clocks_deadline", "deadline"),
+        check("metric", SlaMetric, "sla_clocks"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # "<metric>:c<conversation id>" or "<metric>:e<escalation id>": a clock is started once, by any replica.
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    escalation_id: Mapped[int | None] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    route: Mapped[str | None] = mapped_column(String(64))
+    # None: measured without a target (no warning, no breach).
+    target_s: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime]
+    warn_due_at: Mapped[datetime | None]
+    deadline: Mapped[datetime | None]
+    warned_at: Mapped[datetime | None]
+    # When the target was missed (the deadline), recorded once.
+    breached_at: Mapped[datetime | None]
+    met_at: Mapped[datetime | None]
+    # The clock ended without what it waits for (the escalation expired, or was resolved without a reply).
+    stopped_at: Mapped[datetime | None]
+    elapsed_s: Mapped[float | None] = mapped_column(Float)
+
+
 class LLMCall(Base):
     __tablename__ = "llm_calls"
     __table_args__ = (Index("ix_llm_calls_created", "created_at"), check("purpose", Purpose, "llm_calls"))
@@ -473,6 +508,40 @@ class KnowledgePassage(Base):
     terms: Mapped[str] = mapped_column(Text, default="")
     # float16 unit vector of the passage in the static embedding space (bot/knowledge/embed.py).
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class KnowledgeProposal(Base):
+    """An answer a person gave in an escalated thread, proposed as knowledge when the escalation was resolved.
+
+    Nothing of it is indexed until a reviewer approves it; the approved text (the reviewer's edit, when there is
+    one) is then a document of the source `answers`, cited by `permalink`."""
+
+    __tablename__ = "knowledge_proposals"
+    __table_args__ = (check("status", ProposalStatus, "knowledge_proposals"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    # One proposal per resolved escalation, however often the resolve is replayed.
+    escalation_id: Mapped[int] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"), unique=True)
+    route: Mapped[str | None] = mapped_column(String(64))
+    # The customer's messages before the page, and what the team wrote in the thread after it.
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    answered_by: Mapped[str | None] = mapped_column(String(64))
+    # The person's answer in the chat (the thread when the answer's own link is unknown).
+    permalink: Mapped[str | None] = mapped_column(Text)
+    # proposed -> approved | rejected (an approved one can be edited again or rejected, leaving the index)
+    status: Mapped[str] = mapped_column(String(16), default="proposed", index=True)
+    reviewer: Mapped[str | None] = mapped_column(String(64))
+    # The reviewer's version of the answer (personal data taken out, …): what gets indexed instead of `answer`.
+    edited_answer: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+
+    @property
+    def indexed_answer(self) -> str:
+        """The text that is (or would be) indexed: the reviewer's edit, else the person's answer."""
+        return self.edited_answer if self.edited_answer is not None else self.answer
 
 
 class AuthFailure(Base):

@@ -19,9 +19,12 @@ from sqlalchemy.exc import IntegrityError
 from bot.clock import Clock
 from bot.config import Config
 from bot.domain import InboundMessage, Notice
+from bot.escalation.learning import propose_answer
 from bot.escalation.paging import Pager
 from bot.escalation.roster import Roster
 from bot.ports import ChatPort
+from bot.sla.clocks import start_escalation_clocks
+from bot.sla.policy import SlaPolicy
 from bot.vocabulary import OPEN_ESCALATION_STATES, ConversationState, EscalationState, Trigger
 from storage import escalations as records
 from storage import repositories as repo
@@ -78,6 +81,7 @@ class EscalationService:
         capabilities = chat.capabilities
         self._local = capabilities.local_page_channel is not None
         self._settings = config.escalation
+        self._sla = SlaPolicy(config.sla)
         self._db = db
         self._chat = chat
         self._clock = clock
@@ -168,6 +172,10 @@ class EscalationService:
                 if found is not None:
                     return found, False
                 escalation_id = await records.insert(session, escalation, now=now)
+                thread = await records.thread_of(session, escalation_id)
+                await start_escalation_clocks(session, self._sla, escalation_id=escalation_id,
+                                              conversation_id=escalation.conversation_id, route=escalation.route,
+                                              channel=thread.channel, paged_at=now)
         except IntegrityError:
             # Another replica (or a double click) opened it a moment ago.
             async with self._db.sessions() as session:
@@ -187,7 +195,8 @@ class EscalationService:
                                       from_states=(EscalationState.PAGED,))
 
     async def resolve(self, escalation_id: int | str, user: str) -> ActionResult:
-        """`escalation_resolve`: same answers as acknowledge; resolving lets the bot answer the thread again."""
+        """`escalation_resolve`: same answers as acknowledge; resolving lets the bot answer the thread again, and
+        what the team answered in the thread is proposed as knowledge (bot.escalation.learning)."""
         return await self._transition(escalation_id, user, EscalationState.RESOLVED,
                                       from_states=OPEN_ESCALATION_STATES)
 
@@ -210,6 +219,8 @@ class EscalationService:
             return "already" if exists else "not_found"
         log.info("escalation_transition", escalation_id=escalation_id, from_state=done.previous, state=to_state,
                  actor=user)
+        if to_state is EscalationState.RESOLVED:
+            await self._propose_answer(escalation_id)
         await self._pager.refresh_pages(escalation_id)
         if tell_thread:
             template = ACK_NOTICE if to_state is EscalationState.ACKNOWLEDGED else RESOLVE_NOTICE
@@ -273,6 +284,13 @@ class EscalationService:
             # Nobody came: the bot answers this thread again rather than leave it silent.
             await self._pager.tell_thread(thread.channel, thread.thread_ts, EXPIRED_NOTICE)
         return True
+
+    async def _propose_answer(self, escalation_id: int) -> None:
+        """Before the page and thread are told (Slack may be down): the lesson does not wait on them."""
+        try:
+            await propose_answer(self._db, self._chat, self._clock, escalation_id)
+        except Exception:  # the escalation is resolved either way; a lost proposal is only a lost lesson
+            log.exception("knowledge_proposal_failed", escalation_id=escalation_id)
 
     async def _permalink(self, channel: str, ts: str) -> str | None:
         try:

@@ -2,7 +2,8 @@
 
     KnowledgeError              (a SupportbotError)
      ├── DocumentError          one file or page that cannot be indexed: it is reported and skipped
-     └── SourceError            a source that does not exist, or a location that cannot be read at all
+     ├── SourceError            a source that does not exist, or a location that cannot be read at all
+     └── ProposalError          a proposed answer that does not exist, or an edit that cannot be indexed
 """
 
 from __future__ import annotations
@@ -25,3 +26,7 @@ class DocumentError(KnowledgeError):
 
 class SourceError(KnowledgeError):
     """A knowledge source that is unknown or whose location cannot be read at all."""
+
+
+class ProposalError(KnowledgeError):
+    """A proposed answer that is unknown, or a reviewer's edit that cannot be indexed (empty)."""

@@ -90,8 +90,9 @@ def feedback_blocks(style: FeedbackStyle) -> list[dict[str, Any]]:
 
 
 def sources_block(citations: Sequence[Citation]) -> dict[str, Any]:
-    """"Sources:" and each page: its title linking to its URL, or its title and file name."""
-    shown = [f"<{c.url}|{escape(c.title)}>" if c.url else f"{escape(c.title)} (`{escape(c.source)}`)"
+    """"Sources:" and each page: its title linking to its URL, or its title and file name; an answer the team gave
+    before says so."""
+    shown = [f"<{c.url}|{escape(c.label)}>" if c.url else f"{escape(c.label)} (`{escape(c.source)}`)"
              for c in citations[:MAX_SOURCES]]
     return {"type": "context", "block_id": SOURCES_BLOCK_ID,
             "elements": [{"type": "mrkdwn", "text": ("*Sources:* " + " · ".join(shown))[:SECTION_LIMIT]}]}

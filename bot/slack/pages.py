@@ -17,7 +17,7 @@ def mention(audience: Audience) -> str:
     return " ".join(parts) or NOBODY_ON_CALL
 
 
-def _slack_time(moment: datetime | None) -> str:
+def slack_time(moment: datetime | None) -> str:
     if moment is None:
         return ""
     fallback = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -59,9 +59,9 @@ def page_blocks(page: Page) -> list[dict[str, Any]]:
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": link}})
     status = [escape(page.note)] if page.note else []
     if page.acknowledged_by:
-        status.append(f"Acknowledged by <@{page.acknowledged_by}> {_slack_time(page.acknowledged_at)}")
+        status.append(f"Acknowledged by <@{page.acknowledged_by}> {slack_time(page.acknowledged_at)}")
     if page.resolved_by:
-        status.append(f"Resolved by <@{page.resolved_by}> {_slack_time(page.resolved_at)}")
+        status.append(f"Resolved by <@{page.resolved_by}> {slack_time(page.resolved_at)}")
     if page.state == "expired":
         status.append(EXPIRED_STATUS)
     if status:

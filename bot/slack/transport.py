@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import Config
-from bot.domain import Answer, InboundMessage, Notice, PostedMessage, Turn
+from bot.domain import Answer, InboundMessage, Notice, PostedMessage, SlaWarning, Turn
 from bot.errors import SupportbotError, TransportError
 from bot.escalation.page import Page
 from bot.ports import Capabilities
@@ -33,6 +33,7 @@ from bot.slack.client import DEFAULT_TIMEOUT_S, build_web_client
 from bot.slack.events import HUMAN_SUBTYPES
 from bot.slack.mrkdwn import defuse_mentions, to_mrkdwn
 from bot.slack.pages import page_blocks, page_text
+from bot.slack.sla import sla_warning_blocks, sla_warning_text
 from bot.slack.text import to_plain_text, without_pings
 
 log = structlog.get_logger(__name__)
@@ -226,6 +227,11 @@ class SlackChat:
     async def post_page(self, channel: str, page: Page) -> PostedMessage:
         response = await self._call("chat.postMessage", self.client.chat_postMessage(
             channel=channel, text=page_text(page), blocks=page_blocks(page), unfurl_links=False))
+        return PostedMessage(str(response["channel"]), str(response["ts"]))
+
+    async def post_sla_warning(self, channel: str, warning: SlaWarning) -> PostedMessage:
+        response = await self._call("chat.postMessage", self.client.chat_postMessage(
+            channel=channel, text=sla_warning_text(warning), blocks=sla_warning_blocks(warning), unfurl_links=False))
         return PostedMessage(str(response["channel"]), str(response["ts"]))
 
     async def update_page(self, posted: PostedMessage, page: Page) -> None:

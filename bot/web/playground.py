@@ -38,6 +38,7 @@ MAX_TEXT = 4000
 EVENTS_RECHECK_S = 2.0
 EVENTS_MAX_S = 300.0
 ACTIONS = ("acknowledge", "resolve")
+SLA_WARNINGS_SHOWN = 20
 # A thread is named by its first message's ts, as LocalChat.next_ts makes them ("1700000000.000001").
 THREAD_TS = re.compile(r"\d{1,12}\.\d{1,9}")
 
@@ -184,6 +185,9 @@ async def _snapshot(dashboard: Dashboard, chat: LocalChat, selected: str | None)
         "route_classes": {route: "c" + color.lstrip("#") for route, color in dashboard.colors().items()},
         "threads": threads[:50], "thread": thread,
         "escalations": [_escalation(chat, e, thread_of.get(e.conversation_id)) for e in escalations],
+        # Posted to the escalation channel by the SLA sweep, newest first.
+        "sla_warnings": [{"ts": post.ts, "text": plain(post.text), "thread_ts": post.sla_warning.thread_ts}
+                         for post in reversed(chat.posts) if post.sla_warning is not None][:SLA_WARNINGS_SHOWN],
     }
 
 
@@ -215,7 +219,7 @@ def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[
             items[post.ts] = {"ts": post.ts, "kind": kind, "user": None, "text": plain(post.text),
                               "streaming": post.streaming}
         if post.answer is not None and post.answer.citations:
-            items[post.ts]["sources"] = [{"title": c.title, "source": c.source, "url": c.url}
+            items[post.ts]["sources"] = [{"title": c.label, "source": c.source, "url": c.url}
                                          for c in post.answer.citations]
         if post.answer is not None and post.answer.asks_feedback:
             items[post.ts]["feedback"] = {"value": rated.get(post.ts)}

@@ -81,8 +81,11 @@ def build_web_app(runtime: Runtime, *, playground: LocalChat | None = None) -> w
     app.router.add_get("/metrics", metrics)
     from bot.web.dashboard import add_dashboard_routes
     from bot.web.playground import add_playground_routes
+    from bot.web.sla import add_sla_routes
 
-    add_playground_routes(app, add_dashboard_routes(app, runtime), playground)
+    dashboard = add_dashboard_routes(app, runtime)
+    add_sla_routes(app, dashboard)
+    add_playground_routes(app, dashboard, playground)
     return app
 
 

@@ -19,12 +19,18 @@ def kb(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]
     return subprocess.run([*SUPPORTBOT, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def operator_env(database_url: str) -> dict[str, str]:
+    """The environment of an operator's shell: their database, none of the test runner's tokens."""
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("SLACK_", "ANTHROPIC_", "SUPPORTBOT_", "DATABASE_URL"))}
-    base["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'kb.db'}"
+    base["DATABASE_URL"] = database_url
     base["COLUMNS"] = "200"
+    return base
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    base = operator_env(f"sqlite+aiosqlite:///{tmp_path / 'kb.db'}")
     # The shipped min_score is calibrated on a corpus of 80 pages; four short pages are less similar to anything.
     config = tmp_path / "supportbot.toml"
     config.write_text("[knowledge]\nmin_score = 0.5\n")

@@ -39,7 +39,7 @@ from tests.slack.conftest import (  # noqa: F401  (a fixture shared with the Sla
     slack_config,
 )
 
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 90.0  # a hang guard, not a speed check: replicas start together on a shared 2-core machine
 STOP_TIMEOUT_S = 10.0
 
 # The built-in routes with a support channel, on-call, fast LLM budgets and short re-pages; `extra` on top.

@@ -206,10 +206,23 @@
     }
   }
 
+  function renderWarnings(warnings) {
+    const list = $("sla-warnings");
+    list.replaceChildren();
+    for (const warning of warnings || []) {
+      const li = el("li", { class: "page sla-warning", "data-ts": warning.ts }, el("div", { class: "blocks" }, warning.text));
+      const open = el("button", { type: "button", class: "link" }, "open the thread");
+      open.addEventListener("click", () => select(warning.thread_ts));
+      li.append(el("div", { class: "page-meta" }, open));
+      list.append(li);
+    }
+  }
+
   function render(state) {
     routeClasses = state.route_classes || {};
     renderThreads(state.threads);
     renderThread(state.thread);
+    renderWarnings(state.sla_warnings);
     renderPages(state.escalations);
   }
 
