@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.vocabulary import SETTLED
 from storage.review import DecisionFact, LLMCallFact
 
 ROUTING = "(routing)"
@@ -271,7 +272,7 @@ def resolution_over_time(facts: Sequence[DecisionFact], buckets: Buckets) -> lis
     totals = [[0, 0] for _ in buckets.starts]
     for thread in first_of_each_thread(facts):
         index = buckets.index(thread.created_at)
-        if index is not None and thread.resolution in ("resolved_by_bot", "resolved_by_human", "abandoned"):
+        if index is not None and thread.resolution in SETTLED:
             totals[index][0] += 1
             totals[index][1] += int(thread.resolution == "resolved_by_bot")
     return [(settled, by_bot) for settled, by_bot in totals]
