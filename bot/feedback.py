@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -21,7 +22,9 @@ from bot.config import Config
 from bot.domain import FeedbackPress, Notice
 from bot.escalation import Roster
 from bot.ports import ChatPort
-from bot.vocabulary import ConversationState, Resolution, ResolutionBasis
+from bot.sla.clocks import record_bot_resolution
+from bot.sla.policy import SlaPolicy
+from bot.vocabulary import ConversationState, FeedbackValue, Resolution, ResolutionBasis
 from storage import feedback as store
 from storage.engine import Database
 from storage.models import Conversation
@@ -59,7 +62,22 @@ def is_thanks(text: str) -> bool:
     return bool(_GRATITUDE.search(text) or _SUCCESS.search(text))
 
 
-async def asker_wrote(session: AsyncSession, conversation_id: int, *, user: str, text: str,
+async def resolved_by_bot(session: AsyncSession, policy: SlaPolicy, conversation_id: int, *,
+                          basis: ResolutionBasis, now: datetime, unless: tuple[Resolution, ...] = (),
+                          only_if_open: bool = False) -> bool:
+    """Settle the thread as resolved by the bot and stop its time-to-resolution clock (SLA), in one transaction;
+    False when the thread was not changed (`unless`, `only_if_open`)."""
+    if not await store.set_resolution(session, conversation_id, "resolved_by_bot", basis=basis, now=now,
+                                      unless=unless, only_if_open=only_if_open):
+        return False
+    route, channel = await store.thread_route(session, conversation_id)
+    await record_bot_resolution(session, policy, conversation_id=conversation_id, route=route, channel=channel,
+                                at=now)
+    log.info("thread_resolved", conversation_id=conversation_id, resolution="resolved_by_bot", basis=basis)
+    return True
+
+
+async def asker_wrote(session: AsyncSession, policy: SlaPolicy, conversation_id: int, *, user: str, text: str,
                       now: datetime) -> bool:
     """A new message in a thread: from the asker, it is the reason for a 👎 just given, confirms the answer
     (a thanks: returns True) or reopens a thread that was settled as resolved by the bot or abandoned."""
@@ -71,9 +89,7 @@ async def asker_wrote(session: AsyncSession, conversation_id: int, *, user: str,
     if ConversationState(conversation.state).person_has_it or resolution in ("escalated", "resolved_by_human"):
         return False
     if is_thanks(text) and await store.has_answer(session, conversation_id):
-        await store.set_resolution(session, conversation_id, "resolved_by_bot", basis="thanks", now=now)
-        log.info("thread_resolved", conversation_id=conversation_id, resolution="resolved_by_bot", basis="thanks")
-        return True
+        return await resolved_by_bot(session, policy, conversation_id, basis="thanks", now=now)
     if resolution is not None:
         await store.set_resolution(session, conversation_id, None, basis=None, now=now)
     return False
@@ -84,6 +100,7 @@ class FeedbackService:
 
     def __init__(self, config: Config, db: Database, chat: ChatPort, clock: Clock, roster: Roster) -> None:
         self._window = timedelta(hours=config.resolution.assume_resolved_after_h)
+        self._sla = SlaPolicy(config.sla)
         self._db = db
         self._chat = chat
         self._clock = clock
@@ -101,10 +118,10 @@ class FeedbackService:
             log.info("feedback_not_counted", user=press.user, decision_id=answered.decision_id)
             return "not_asker"
         now = self._clock.now()
-        async with self._db.sessions.begin() as session:
-            previous = await store.record_feedback(session, answered, user=press.user, value=press.value, now=now)
-            if from_asker:
-                await self._settle_by_rating(session, answered.conversation_id, press, now)
+        try:
+            previous = await self._record(answered, press, from_asker, now)
+        except IntegrityError:  # a double click (or another replica) stored the first rating a moment ago
+            previous = await self._record(answered, press, from_asker, now)
         log.info("feedback_recorded", decision_id=answered.decision_id, user=press.user, value=press.value,
                  previous=previous, from_asker=from_asker)
         if previous == press.value:
@@ -114,13 +131,20 @@ class FeedbackService:
             await self._chat.post_notice(press.channel, press.thread_ts, BAD_ANSWER_OFFER)
         return "recorded" if previous is None else "changed"
 
-    @staticmethod
-    async def _settle_by_rating(session: AsyncSession, conversation_id: int, press: FeedbackPress,
+    async def _record(self, answered: store.AnsweredDecision, press: FeedbackPress, from_asker: bool,
+                      now: datetime) -> FeedbackValue | None:
+        async with self._db.sessions.begin() as session:
+            previous = await store.record_feedback(session, answered, user=press.user, value=press.value, now=now)
+            if from_asker:
+                await self._settle_by_rating(session, answered.conversation_id, press, now)
+        return previous
+
+    async def _settle_by_rating(self, session: AsyncSession, conversation_id: int, press: FeedbackPress,
                                 now: datetime) -> None:
         """The asker's 👍 confirms the bot resolved the thread; a 👎 takes that back (the window decides)."""
         if press.value == "good":
-            await store.set_resolution(session, conversation_id, "resolved_by_bot", basis="feedback", now=now,
-                                       unless=("escalated", "resolved_by_human"))
+            await resolved_by_bot(session, self._sla, conversation_id, basis="feedback", now=now,
+                                  unless=("escalated", "resolved_by_human"))
         else:
             await store.set_resolution(session, conversation_id, None, basis=None, now=now,
                                        unless=("escalated", "resolved_by_human", "abandoned"))
@@ -134,11 +158,16 @@ class FeedbackService:
         for thread in quiet:
             resolution, basis = self._outcome(thread)
             async with self._db.sessions.begin() as session:
-                if await store.set_resolution(session, thread.conversation_id, resolution, basis=basis, now=now,
-                                              only_if_open=True):
-                    settled += 1
-                    log.info("thread_resolved", conversation_id=thread.conversation_id, resolution=resolution,
-                             basis=basis)
+                if resolution == "resolved_by_bot":
+                    changed = await resolved_by_bot(session, self._sla, thread.conversation_id, basis=basis,
+                                                    now=now, only_if_open=True)
+                else:
+                    changed = await store.set_resolution(session, thread.conversation_id, resolution, basis=basis,
+                                                         now=now, only_if_open=True)
+                    if changed:
+                        log.info("thread_resolved", conversation_id=thread.conversation_id, resolution=resolution,
+                                 basis=basis)
+                settled += int(changed)
         return settled
 
     @staticmethod

@@ -315,7 +315,8 @@ class Pipeline:
                 session, conversation_id=conversation.id, role="user", user=msg.user, ts=msg.ts, text=msg.text,
                 event_id=msg.event_id, now=now, touch=False)
             if not created:
-                thanked = await asker_wrote(session, conversation.id, user=msg.user, text=msg.text, now=now)
+                thanked = await asker_wrote(session, self.sla, conversation.id, user=msg.user, text=msg.text,
+                                            now=now)
         else:
             message_id = stored.id
             # Seen before: a retry after a crash keeps the decision already made and logged.

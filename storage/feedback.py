@@ -134,7 +134,12 @@ async def has_answer(session: AsyncSession, conversation_id: int) -> bool:
     return int(count) > 0
 
 
-async def resolution_of(session: AsyncSession, conversation_id: int) -> tuple[str | None, str | None]:
-    row = (await session.execute(select(Conversation.resolution, Conversation.resolution_basis)
-                                 .where(Conversation.id == conversation_id))).one()
-    return row[0], row[1]
+async def thread_route(session: AsyncSession, conversation_id: int) -> tuple[str | None, str]:
+    """The route of the thread's first decision (None before any) and the thread's channel."""
+    channel = (await session.execute(select(Conversation.channel)
+                                     .where(Conversation.id == conversation_id))).scalar_one()
+    route = (await session.execute(
+        select(DecisionRecord.route).where(DecisionRecord.conversation_id == conversation_id)
+        .order_by(DecisionRecord.id).limit(1))).scalar_one_or_none()
+    return route, channel
+

@@ -219,6 +219,10 @@ class DecisionFact:
     voted: bool
     vote_agreement: float | None
     latency_ms: float | None
+    conversation_id: int = 0
+    # The asker's rating of this decision's answer, and what became of its thread (None while open).
+    feedback: str | None = None
+    resolution: str | None = None
 
 
 async def decision_facts(session: AsyncSession, filters: LogFilter, *, limit: int = 50_000) -> list[DecisionFact]:
@@ -230,6 +234,7 @@ async def decision_facts(session: AsyncSession, filters: LogFilter, *, limit: in
             DecisionRecord.created_at, func.coalesce(corrected, DecisionRecord.route),
             case((corrected.is_not(None), "correction"), else_=DecisionRecord.decided_by),
             DecisionRecord.escalated, DecisionRecord.voted, DecisionRecord.vote_agreement, DecisionRecord.latency_ms,
+            DecisionRecord.conversation_id, AnswerFeedback.value, Conversation.resolution,
         )
         .order_by(DecisionRecord.id.desc())
         .limit(limit)
@@ -279,6 +284,8 @@ class ConversationReview:
     votes: list[Vote]
     llm_calls: list[LLMCall]
     escalations: list[Escalation]
+    # Every rating of the thread's answers (the asker's and staff's), oldest first.
+    feedback: list[AnswerFeedback]
 
 
 async def conversation_review(session: AsyncSession, conversation_id: int) -> ConversationReview | None:
@@ -299,8 +306,11 @@ async def conversation_review(session: AsyncSession, conversation_id: int) -> Co
     escalations = (await session.execute(
         select(Escalation).where(Escalation.conversation_id == conversation_id)
         .options(selectinload(Escalation.events)).order_by(Escalation.id))).scalars()
+    feedback = (await session.execute(
+        select(AnswerFeedback).where(AnswerFeedback.conversation_id == conversation_id)
+        .order_by(AnswerFeedback.id))).scalars()
     return ConversationReview(conversation, list(messages), list(decisions), list(votes), list(calls),
-                              list(escalations))
+                              list(escalations), list(feedback))
 
 
 async def current_route(session: AsyncSession, decision_id: int) -> str | None:

@@ -281,6 +281,9 @@ async def _overview(dashboard: Dashboard, request: web.Request) -> web.StreamRes
     rendered = {
         "per_route": charts.stacked_bars("messages-per-route", "Messages per route", labels, stats.per_route, colors),
         "escalations": charts.rate_bars("escalation-rate", "Escalation rate", labels, stats.escalations),
+        "resolution": charts.rate_bars("resolution-rate", "Resolved by the bot, of settled threads", labels,
+                                       stats.resolution_rate),
+        "csat": charts.rate_bars("csat", "👍 of rated answers", labels, stats.csat),
         "agreement": charts.histogram("vote-agreement", "Vote agreement", stats.agreement),
         "latency": charts.latency_bars("latency", "Latency percentiles", stats.latency),
         "cost": charts.cost_bars("cost-per-route", "Tokens and estimated cost per route", stats.usage, colors),

@@ -16,8 +16,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bot.domain import InboundMessage
+from bot.domain import FeedbackPress, InboundMessage
 from bot.escalation.page import EXPIRED_STATUS, NOBODY_ON_CALL, Page
+from bot.feedback import ANSWER_NOT_FOUND, NOT_THE_ASKER
 from bot.local_chat import LocalChat
 from bot.web.dashboard import Dashboard, json_object
 from bot.web.review import decision_json, thread_view
@@ -55,6 +56,8 @@ def add_playground_routes(app: web.Application, dashboard: Dashboard, chat: Loca
     app.router.add_get("/api/playground/events", guard(partial(_events, dashboard, chat), page=False))
     app.router.add_post("/api/playground/messages", guard(partial(_send, dashboard, chat), page=False))
     app.router.add_post("/api/playground/staff-replies", guard(partial(_staff_reply, dashboard, chat), page=False))
+    app.router.add_post("/api/playground/feedback", guard(partial(_feedback, dashboard, chat), page=False))
+    app.router.add_post("/api/playground/human-requests", guard(partial(_human_request, dashboard, chat), page=False))
     app.router.add_post("/api/playground/escalations/{id:\\d+}/{action}",
                         guard(partial(_escalation_action, dashboard), page=False))
 
@@ -192,7 +195,12 @@ def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[
             review: reviewing.ConversationReview | None) -> dict[str, Any]:
     items: dict[str, dict[str, Any]] = {}
     decisions: dict[str, dict[str, Any]] = {}
+    # The customer's rating of each answer, by the answer's ts.
+    rated: dict[str, str] = {}
     if review is not None:
+        answered = {d.id: d.reply_ts for d in review.decisions if d.reply_ts}
+        rated = {answered[f.decision_id]: f.value for f in review.feedback
+                 if f.from_asker and f.decision_id in answered}
         for view in thread_view(review):
             message = view.message
             if view.decision is not None and message.ts:
@@ -213,6 +221,10 @@ def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[
         if post.answer is not None and post.answer.citations:
             items[post.ts]["sources"] = [{"title": c.label, "source": c.source, "url": c.url}
                                          for c in post.answer.citations]
+        if post.answer is not None and post.answer.asks_feedback:
+            items[post.ts]["feedback"] = {"value": rated.get(post.ts)}
+        if post.notice is not None and post.notice.human_trigger is not None:
+            items[post.ts]["offers_human"] = post.notice.human_trigger
     working = any(item.get("status") in ("pending", "processing") for item in items.values())
     conversation = review.conversation if review else None
     return {
@@ -303,6 +315,39 @@ async def _staff_reply(dashboard: Dashboard, chat: LocalChat, request: web.Reque
     if not recorded:
         return web.json_response({"error": "the bot has no conversation in that thread yet"}, status=404)
     return web.json_response({"user": user, "taken_over": True}, status=201)
+
+
+async def _feedback(dashboard: Dashboard, chat: LocalChat, request: web.Request) -> web.StreamResponse:
+    """The customer rates an answer 👍 ("good") or 👎 ("bad"), as the Slack buttons do; the latest press wins."""
+    body = await _json_body(request)
+    thread_ts = _thread_ts(body)
+    answer_ts, value = body.get("ts"), body.get("value")
+    if thread_ts is None or not isinstance(answer_ts, str) or not THREAD_TS.fullmatch(answer_ts):
+        return web.json_response({"error": "say which answer to rate (thread_ts and ts)"}, status=400)
+    if value not in ("good", "bad"):
+        return web.json_response({"error": "rate with good or bad"}, status=400)
+    result = await dashboard.runtime.feedback.rate(FeedbackPress(
+        team=chat.team, channel=PLAYGROUND_CHANNEL, thread_ts=thread_ts, answer_ts=answer_ts, user=CUSTOMER_USER,
+        value="good" if value == "good" else "bad"))
+    if result == "not_found":
+        return web.json_response({"error": ANSWER_NOT_FOUND, "result": result}, status=404)
+    if result == "not_asker":
+        return web.json_response({"error": NOT_THE_ASKER, "result": result}, status=403)
+    return web.json_response({"result": result, "value": value})
+
+
+async def _human_request(dashboard: Dashboard, chat: LocalChat, request: web.Request) -> web.StreamResponse:
+    """The customer presses "Get a human" on the offer after a 👎 (trigger "feedback") or on its own."""
+    body = await _json_body(request)
+    thread_ts = _thread_ts(body)
+    trigger = body.get("trigger", "user_request")
+    if thread_ts is None or trigger not in ("user_request", "feedback"):
+        return web.json_response({"error": "say which thread needs a person (thread_ts)"}, status=400)
+    result = await dashboard.runtime.escalations.request_human(
+        chat.team, PLAYGROUND_CHANNEL, thread_ts, CUSTOMER_USER,
+        trigger="feedback" if trigger == "feedback" else "user_request")
+    status = {"done": 201, "already": 409}.get(result, 404)
+    return web.json_response({"result": result}, status=status)
 
 
 async def _escalation_action(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.models import DecisionRecord, Escalation, LLMCall, Message, RouteCorrection, Vote
+from storage.models import AnswerFeedback, DecisionRecord, Escalation, LLMCall, Message, RouteCorrection, Vote
 from storage.review import ConversationReview, LLMCallFact
 
 
@@ -14,6 +14,8 @@ from storage.review import ConversationReview, LLMCallFact
 class DecisionView:
     decision: DecisionRecord
     votes: list[Vote] = field(default_factory=list)
+    # 👍/👎 on this decision's answer, the asker's first.
+    feedback: list[AnswerFeedback] = field(default_factory=list)
 
     @property
     def latest_correction(self) -> RouteCorrection | None:
@@ -39,7 +41,10 @@ def thread_view(review: ConversationReview) -> list[MessageView]:
     votes: dict[int, list[Vote]] = {}
     for vote in review.votes:
         votes.setdefault(vote.decision_id, []).append(vote)
-    by_message = {d.message_id: DecisionView(d, votes.get(d.id, [])) for d in review.decisions}
+    ratings: dict[int, list[AnswerFeedback]] = {}
+    for rating in sorted(review.feedback, key=lambda f: not f.from_asker):
+        ratings.setdefault(rating.decision_id, []).append(rating)
+    by_message = {d.message_id: DecisionView(d, votes.get(d.id, []), ratings.get(d.id, [])) for d in review.decisions}
     return [MessageView(message, by_message.get(message.id)) for message in review.messages]
 
 
@@ -70,6 +75,10 @@ def decision_json(view: DecisionView) -> dict[str, Any]:
              "created_at": _iso(c.created_at)} for c in d.corrections
         ],
         "votes": [vote_json(vote) for vote in view.votes],
+        "feedback": [
+            {"user": f.user, "value": f.value, "from_asker": f.from_asker, "reason": f.reason,
+             "updated_at": _iso(f.updated_at)} for f in view.feedback
+        ],
     }
 
 
@@ -104,6 +113,8 @@ def review_json(review: ConversationReview, cost: Mapping[int, float | None]) ->
             "id": conversation.id, "source": conversation.source, "team": conversation.team,
             "channel": conversation.channel, "thread_ts": conversation.thread_ts, "user": conversation.user,
             "state": conversation.state, "taken_over_by": conversation.taken_over_by,
+            "resolution": conversation.resolution, "resolution_basis": conversation.resolution_basis,
+            "resolved_at": _iso(conversation.resolved_at),
             "created_at": _iso(conversation.created_at), "updated_at": _iso(conversation.updated_at),
         },
         "messages": [

@@ -1,5 +1,6 @@
 """Aggregates behind the dashboard's charts: messages per route over time, escalation rate, vote
-agreement, latency percentiles, and tokens and estimated cost per route."""
+agreement, latency percentiles, tokens and estimated cost per route, and how threads ended (resolution rate,
+CSAT from 👍/👎)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.vocabulary import SETTLED
 from storage.review import DecisionFact, LLMCallFact
 
 ROUTING = "(routing)"
@@ -201,6 +203,93 @@ def summarize(facts: Sequence[DecisionFact], calls: Sequence[LLMCallFact],
 
 
 @dataclass(frozen=True)
+class ResolutionRow:
+    """How threads ended and how answers were rated, for all routes ("all") or one (a thread counts for the
+    route of its first message; a rating for the route of the answer it rates)."""
+
+    label: str
+    threads: int
+    resolved_by_bot: int
+    resolved_by_human: int
+    abandoned: int
+    # A person was paged: the escalation is still open, or was resolved by them.
+    escalated: int
+    good: int
+    bad: int
+
+    @property
+    def settled(self) -> int:
+        return self.resolved_by_bot + self.resolved_by_human + self.abandoned
+
+    @property
+    def resolution_rate(self) -> float | None:
+        """The share of settled threads the bot resolved."""
+        return self.resolved_by_bot / self.settled if self.settled else None
+
+    @property
+    def escalation_rate(self) -> float | None:
+        return self.escalated / self.threads if self.threads else None
+
+    @property
+    def csat(self) -> float | None:
+        """The share of 👍 among rated answers."""
+        return self.good / (self.good + self.bad) if self.good + self.bad else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"route": self.label, "threads": self.threads, "settled": self.settled,
+                "resolved_by_bot": self.resolved_by_bot, "resolved_by_human": self.resolved_by_human,
+                "abandoned": self.abandoned, "escalated": self.escalated,
+                "resolution_rate": _round(self.resolution_rate, 4), "escalation_rate": _round(self.escalation_rate, 4),
+                "feedback_good": self.good, "feedback_bad": self.bad, "csat": _round(self.csat, 4)}
+
+
+def first_of_each_thread(facts: Sequence[DecisionFact]) -> list[DecisionFact]:
+    """One fact per thread: its earliest decision among `facts`."""
+    first: dict[int, DecisionFact] = {}
+    for fact in facts:
+        known = first.get(fact.conversation_id)
+        if known is None or fact.created_at < known.created_at:
+            first[fact.conversation_id] = fact
+    return list(first.values())
+
+
+def resolution_rows(facts: Sequence[DecisionFact], routes: Sequence[str]) -> list[ResolutionRow]:
+    threads = first_of_each_thread(facts)
+
+    def row(label: str, route: str | None) -> ResolutionRow:
+        ended = Counter(t.resolution for t in threads if route is None or t.route == route)
+        rated = Counter(f.feedback for f in facts if route is None or f.route == route)
+        return ResolutionRow(label, sum(ended.values()), ended["resolved_by_bot"], ended["resolved_by_human"],
+                             ended["abandoned"], ended["escalated"] + ended["resolved_by_human"], rated["good"],
+                             rated["bad"])
+
+    rows = [row("all", None), *(row(route, route) for route in routes)]
+    return [r for r in rows if r.label == "all" or r.threads or r.good + r.bad]
+
+
+def resolution_over_time(facts: Sequence[DecisionFact], buckets: Buckets) -> list[tuple[int, int]]:
+    """(settled threads, resolved by the bot) per bucket of the thread's first message."""
+    totals = [[0, 0] for _ in buckets.starts]
+    for thread in first_of_each_thread(facts):
+        index = buckets.index(thread.created_at)
+        if index is not None and thread.resolution in SETTLED:
+            totals[index][0] += 1
+            totals[index][1] += int(thread.resolution == "resolved_by_bot")
+    return [(settled, by_bot) for settled, by_bot in totals]
+
+
+def csat_over_time(facts: Sequence[DecisionFact], buckets: Buckets) -> list[tuple[int, int]]:
+    """(rated answers, 👍) per bucket."""
+    totals = [[0, 0] for _ in buckets.starts]
+    for fact in facts:
+        index = buckets.index(fact.created_at)
+        if index is not None and fact.feedback is not None:
+            totals[index][0] += 1
+            totals[index][1] += int(fact.feedback == "good")
+    return [(rated, good) for rated, good in totals]
+
+
+@dataclass(frozen=True)
 class DashboardStats:
     summary: Summary
     buckets: Buckets
@@ -209,6 +298,9 @@ class DashboardStats:
     agreement: list[tuple[str, int]]
     latency: list[LatencyRow]
     usage: list[UsageRow]
+    resolution: list[ResolutionRow]
+    resolution_rate: list[tuple[int, int]]
+    csat: list[tuple[int, int]]
 
     def as_json(self) -> dict[str, Any]:
         summary = self.summary
@@ -240,6 +332,12 @@ class DashboardStats:
                  "estimated_cost_usd": _round(row.cost_usd, 6), "p50_ms": _round(row.p50_ms, 1),
                  "p90_ms": _round(row.p90_ms, 1)} for row in self.usage
             ],
+            "resolution": [row.as_json() for row in self.resolution],
+            "resolution_rate": [{"settled": settled, "resolved_by_bot": by_bot,
+                                 "rate": _round(by_bot / settled if settled else None, 4)}
+                                for settled, by_bot in self.resolution_rate],
+            "csat": [{"rated": rated, "good": good, "rate": _round(good / rated if rated else None, 4)}
+                     for rated, good in self.csat],
         }
 
 
@@ -250,7 +348,8 @@ def build_stats(facts: Sequence[DecisionFact], calls: Sequence[LLMCallFact], *, 
         summary=summarize(facts, calls, prices), buckets=buckets,
         per_route=messages_per_route(facts, buckets, routes), escalations=escalation_rate(facts, buckets),
         agreement=agreement_histogram(facts), latency=latency_percentiles(facts, routes),
-        usage=usage_per_route(calls, prices, routes),
+        usage=usage_per_route(calls, prices, routes), resolution=resolution_rows(facts, routes),
+        resolution_rate=resolution_over_time(facts, buckets), csat=csat_over_time(facts, buckets),
     )
 
 

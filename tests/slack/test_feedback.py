@@ -3,16 +3,20 @@ the messages the fake Slack holds, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import Config
 from bot.feedback import BAD_ANSWER_OFFER, NOT_THE_ASKER, is_thanks
-from storage.models import AnswerFeedback, Conversation, Escalation
+from bot.web.server import start_server
+from storage.models import AnswerFeedback, Conversation, Escalation, SlaClock
+from tests.conftest import slack_settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import FakeSlackAPI, SlackMessage
 from tests.slack.conftest import (
@@ -75,6 +79,15 @@ async def resolution(bot: SlackBotHarness, thread_ts: str) -> tuple[str | None, 
         return conversation.resolution, conversation.resolution_basis
 
 
+async def resolution_clock(bot: SlackBotHarness, thread_ts: str) -> tuple[str | None, Any]:
+    """The route and met time of the thread's time-to-resolution clock (SLA), or (None, None) without one."""
+    async with bot.runtime.db.sessions() as session:
+        clock = (await session.execute(
+            select(SlaClock).join(Conversation, Conversation.id == SlaClock.conversation_id)
+            .where(Conversation.thread_ts == thread_ts, SlaClock.metric == "resolution"))).scalar_one_or_none()
+        return (None, None) if clock is None else (clock.route, clock.met_at)
+
+
 def feedback_element(message: SlackMessage) -> dict[str, Any]:
     [block] = [b for b in message.blocks or [] if b["type"] == "context_actions"]
     [element] = block["elements"]
@@ -97,6 +110,9 @@ async def test_the_askers_thumbs_up_on_slacks_feedback_buttons_resolves_the_thre
     assert await ratings(bot) == [(CUSTOMER, "good", True, None)]
     assert await resolution(bot, question.ts) == ("resolved_by_bot", "feedback")
     assert bot.fake.ephemeral_messages() == [] and offers(bot, question.ts) == []
+    # The thread's time to resolution (SLA) stops when the bot resolved it.
+    route, met_at = await resolution_clock(bot, question.ts)
+    assert route == "technical" and met_at is not None
 
 
 async def test_notices_carry_no_feedback(bot: SlackBotHarness) -> None:
@@ -185,6 +201,7 @@ async def test_a_thanks_resolves_the_thread_and_a_thanks_but_does_not(bot: Slack
     await bot.post(SUPPORT, CUSTOMER, "thanks, that worked!", thread_ts=question.ts)
     await bot.settle()
     assert await resolution(bot, question.ts) == ("resolved_by_bot", "thanks")
+    assert (await resolution_clock(bot, question.ts))[1] is not None
     assert len(bot.bot_replies(SUPPORT, question.ts)) == 1  # nothing to answer
 
     other, _ = await ask(bot, "the export button does nothing")
@@ -205,11 +222,33 @@ async def test_quiet_threads_settle_when_the_window_has_passed(bot: SlackBotHarn
     assert await bot.runtime.feedback.settle() == 2
     assert await resolution(bot, answered.ts) == ("resolved_by_bot", "no_follow_up")
     assert await resolution(bot, disliked.ts) == ("abandoned", "feedback")
+    assert (await resolution_clock(bot, answered.ts))[1] == clock.now()
+    assert await resolution_clock(bot, disliked.ts) == (None, None)
     assert await bot.runtime.feedback.settle() == 0
 
     # Coming back reopens the thread.
     await ask(bot, "one more thing: can I upload from my phone?", thread_ts=answered.ts)
     assert await resolution(bot, answered.ts) == (None, None)
+
+
+async def test_the_servers_background_pass_settles_quiet_threads(
+    fake_slack: FakeSlackAPI, sqlite_url: str, slack_config: Config, clock: ManualClock,
+) -> None:
+    settings = slack_settings(fake_slack, sqlite_url).model_copy(update={"supportbot_recovery_interval_s": 0.1})
+    server = await start_server(settings, slack_config, host="127.0.0.1", port=0, clock=clock, instance_id="settle")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            bot = SlackBotHarness(server, fake_slack, http)
+            question, _ = await ask(bot)
+            clock.advance(24 * 3600 + 1)
+            for _ in range(200):  # the pass runs every 0.1 s
+                if await resolution(bot, question.ts) != (None, None):
+                    break
+                await asyncio.sleep(0.05)
+            assert await resolution(bot, question.ts) == ("resolved_by_bot", "no_follow_up")
+            assert 'supportbot_background_passes_total{job="settle"}' in await bot.metrics()
+    finally:
+        await server.stop()
 
 
 @pytest.mark.parametrize(("text", "thanks"), [

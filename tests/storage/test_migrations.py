@@ -43,6 +43,8 @@ def modelled(item: Any, name: str | None, kind: str, reflected: bool, compare_to
     ("conversations", {"source": "fax", "team": "T", "channel": "C", "thread_ts": "2.0", "user": "U",
                        "state": "open", "created_at": NOW, "updated_at": NOW}),
     ("llm_calls", {"purpose": "poetry", "provider": "offline", "model": "m", "latency_ms": 1.0, "created_at": NOW}),
+    ("conversations", {"source": "slack", "team": "T", "channel": "C", "thread_ts": "3.0", "user": "U",
+                       "state": "open", "resolution": "shrugged", "created_at": NOW, "updated_at": NOW}),
 ])
 async def test_values_outside_the_vocabulary_are_refused(database_url: str, table: str,
                                                          values: dict[str, Any]) -> None:

@@ -219,3 +219,35 @@ async def test_answers_appear_in_the_playground_while_they_are_written(
         assert len(runtime.chat.posts_in("CPLAYGROUND", thread)) == 1  # type: ignore[attr-defined]
     finally:
         await runtime.close()
+
+
+async def test_the_customer_rates_answers_and_a_thumbs_down_offers_a_person(
+    runtime: Runtime, make_client: ClientFactory
+) -> None:
+    play = await playground(await make_client(runtime))
+    thread = await play.send("the app crashes every time I upload a file")
+    state = await play.until(thread, settled)
+    [answer] = [item for item in state["thread"]["items"] if item["kind"] == "bot"]
+    assert answer["feedback"] == {"value": None}
+
+    async def rate(value: str, ts: str = answer["ts"]) -> tuple[int, dict[str, Any]]:
+        response = await play.client.post("/api/playground/feedback", headers=play.headers,
+                                          json={"thread_ts": thread, "ts": ts, "value": value})
+        return response.status, dict(await response.json())
+
+    assert await rate("good") == (200, {"result": "recorded", "value": "good"})
+    assert await rate("bad") == (200, {"result": "changed", "value": "bad"})
+    state = await play.until(thread, lambda s: kinds(s)[-1] == "notice")
+    items = state["thread"]["items"]
+    assert items[1]["feedback"] == {"value": "bad"} and "notice" not in [i.get("feedback") for i in items]
+    assert items[-1]["offers_human"] == "feedback" and "Get a human" in items[-1]["text"]
+    assert (await rate("meh"))[0] == 400 and (await rate("good", "1.000001"))[0] == 404
+
+    response = await play.client.post("/api/playground/human-requests", headers=play.headers,
+                                      json={"thread_ts": thread, "trigger": "feedback"})
+    assert response.status == 201
+    state = await play.state(thread)
+    [page] = state["escalations"]
+    assert page["trigger"] == "feedback" and state["thread"]["state"] == "escalated"
+    logged = await (await play.client.get("/api/decisions?channel=CPLAYGROUND")).json()
+    assert [(row["feedback"], row["resolution"]) for row in logged["decisions"]] == [("bad", "escalated")]

@@ -121,6 +121,13 @@
         });
         li.append(sources);
       }
+      if (item.feedback) li.append(feedbackButtons(thread.thread_ts, item));
+      if (item.offers_human) {
+        const ask = el("button", { type: "button", class: "get-human", "data-action": "get-a-human" }, "Get a human");
+        ask.addEventListener("click", () => act(ask, () => call("POST", "/api/playground/human-requests",
+          { thread_ts: thread.thread_ts, trigger: item.offers_human })));
+        li.append(ask);
+      }
       if (item.kind === "customer") {
         if (item.decision) li.append(decisionLine(item.decision));
         else if (item.status === "pending" || item.status === "processing") li.append(el("div", { class: "pending" }, "routing…"));
@@ -129,6 +136,31 @@
       items.append(li);
     }
     $("typing").hidden = !thread.working;
+  }
+
+  // 👍/👎 under an answer, as in Slack: pressing again changes the rating (the latest press counts).
+  function feedbackButtons(threadTs, item) {
+    const box = el("div", { class: "feedback", role: "group", "aria-label": "Rate this answer" });
+    for (const [value, thumb, label] of [["good", "👍", "This answer helped"], ["bad", "👎", "This answer did not help"]]) {
+      const button = el("button", { type: "button", title: label, "aria-label": label, "data-feedback": value }, thumb);
+      button.setAttribute("aria-pressed", String(item.feedback.value === value));
+      button.addEventListener("click", () => act(button, () => call("POST", "/api/playground/feedback",
+        { thread_ts: threadTs, ts: item.ts, value })));
+      box.append(button);
+    }
+    return box;
+  }
+
+  async function act(button, send) {
+    button.disabled = true;
+    try {
+      await send();
+      refresh();
+    } catch (error) {
+      notice(String(error.message || error), true);
+    } finally {
+      button.disabled = false;
+    }
   }
 
   function renderPages(pages) {
