@@ -68,5 +68,5 @@ class Knowledge:
         if self._base is None:
             from bot.knowledge.service import KnowledgeBase
 
-            self._base = KnowledgeBase(self._db, self._config)
+            self._base = KnowledgeBase(self._db, self._config, clock=self._clock)
         return self._base
