@@ -6,13 +6,15 @@ ts_rank weighted by idf: the baseline methods) or by BM25F over the same indexed
 embeddings (bot/knowledge/embed.py) can add passages that say the same thing in other words; passages are
 then grouped by page, and a page ranks by its best passage plus a share of its next two.
 A question whose relevance (the similarity of its closest passage, less a penalty for the share of its words
-that no passage uses) is below `[knowledge] min_score` gets no passages at all.
+that no passage uses) is below `[knowledge] min_score` gets no passages at all; by default that threshold is
+calibrated on the indexed docs themselves (calibrated_threshold), not on any set of questions.
 The methods compared in benchmarks/kb_retrieval.py are the rows of METHODS; KEPT is the one in use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -48,6 +50,15 @@ FEEDBACK_TERMS = 8
 # How long a search trusts the index state it last read: changes made by another process (`kb sync` from the
 # CLI while the bot serves) are seen within this many seconds, without a database round trip per search.
 STATE_RECHECK_S = 1.0
+# The calibrated threshold: the relevance that the first sentences of this many passages (evenly spaced) reach
+# against the other pages, at this percentile. Such a sentence is in-domain text whose own page is hidden, the
+# way a user's question is in-domain text the docs never wrote: answering when the question is as close as
+# 95% of them are is meant to answer 95% of answerable questions (the goal), whatever the size or style of the
+# docs. Fewer than CALIBRATION_MIN_PAGES pages are too few to measure: FALLBACK_THRESHOLD then.
+CALIBRATION_SAMPLES = 256
+CALIBRATION_PERCENTILE = 5.0
+CALIBRATION_MIN_PAGES = 5
+FALLBACK_THRESHOLD = 0.5
 # Typo correction: only words this long, replaced by a known word one edit away seen in this many passages.
 TYPO_MIN_CHARS = 5
 TYPO_MIN_PASSAGES = 2
@@ -175,6 +186,8 @@ class SearchResult:
     # `[knowledge] min_score` is compared with.
     relevance: float
     abstained: bool
+    # The min_score that applied (configured, or calibrated on the docs).
+    threshold: float
     terms: tuple[str, ...]
     # What would have been returned had the threshold not applied (for `kb search` and evaluation).
     ranked: tuple[Hit, ...] = ()
@@ -202,6 +215,8 @@ class _Index:
     opening_ids: list[int]
     opening_vectors: FloatArray
     lexical: LexicalIndex
+    # The relevance below which a question is taken as not covered (calibrated_threshold).
+    threshold: float
     # What each passage shows (and its terms, for feedback), by row.
     shown: list[repo.IndexRow]
     # The same terms with each page as one document (rows in the order of `page_ids`).
@@ -253,8 +268,9 @@ class Retriever:
         return other
 
     async def search(self, question: str, *, scope: Scope = every_source, limit: int,
-                     min_score: float) -> SearchResult:
-        """The best passage of each of the `limit` best pages among the sources `scope` picks."""
+                     min_score: float | None = None) -> SearchResult:
+        """The best passage of each of the `limit` best pages among the sources `scope` picks; below `min_score`
+        relevance (None: the threshold calibrated on the docs) none."""
         index = await self._current()
         source_ids = scope(index.state)
         words = self._terms(question, index)
@@ -275,9 +291,10 @@ class Retriever:
                          similarity=fused.similarity.get(passage, 0.0))
                      for passage, score in self._pages(index, fused, limit, page_scores)
                      for shown in (index.shown[index.row_of[passage]],))
-        abstained = not hits or fused.relevance < min_score
+        threshold = index.threshold if min_score is None else min_score
+        abstained = not hits or fused.relevance < threshold
         return SearchResult(question=question, hits=() if abstained else hits, relevance=fused.relevance,
-                            abstained=abstained, terms=tuple(words), ranked=hits)
+                            abstained=abstained, threshold=threshold, terms=tuple(words), ranked=hits)
 
     def _rank_in_memory(self, index: _Index, words: list[str],
                         source_ids: Sequence[int] | None) -> list[tuple[int, float]]:
@@ -296,7 +313,8 @@ class Retriever:
         if count == 0:
             return []
         top = np.argpartition(-scores, count - 1)[:count]
-        return [(int(index.ids[row]), float(scores[row])) for row in top.tolist() if scores[row] > 0]
+        top = top[scores[top] > 0]
+        return list(zip(index.ids[top].tolist(), scores[top].tolist(), strict=True))
 
     def _page_scores(self, index: _Index, words: list[str], source_ids: Sequence[int] | None) -> dict[int, float]:
         """Each page's BM25F as one document, normalised to the best page."""
@@ -440,6 +458,8 @@ class Retriever:
                       sources=np.array([r.source_id for r in rows], dtype=np.int64), vectors=vectors,
                       positions=np.array([r.position for r in rows], dtype=np.int64),
                       shown=[replace(row, embedding=None) for row in rows],
+                      threshold=calibrated_threshold(self.embedder, [row.text for row in rows], vectors,
+                                                     np.array([r.document_id for r in rows], dtype=np.int64)),
                       opening_ids=opening_ids,
                       opening_vectors=np.array(opening_rows, dtype=np.float32).reshape(-1, dimensions),
                       lexical=LexicalIndex([row.fields for row in rows], stem=self.method.stem),
@@ -447,6 +467,22 @@ class Retriever:
                       pages=LexicalIndex(list(by_page.values()), stem=self.method.stem))
 
 
+def calibrated_threshold(embedder: StaticEmbedder, texts: Sequence[str], vectors: FloatArray,
+                         documents: IntArray) -> float:
+    """The CALIBRATION_PERCENTILE of the similarity that passages' first sentences reach against other pages."""
+    if len(set(documents.tolist())) < CALIBRATION_MIN_PAGES:
+        return FALLBACK_THRESHOLD
+    closest: list[float] = []
+    for row in np.linspace(0, len(texts) - 1, min(CALIBRATION_SAMPLES, len(texts))).astype(np.int64).tolist():
+        sentence = embedder.embed(_SENTENCE_END.split(texts[row].strip(), maxsplit=1)[0][:MAX_SENTENCE_CHARS])
+        if sentence is not None:
+            sims = np.einsum("ij,j->i", vectors, sentence)
+            closest.append(float(sims[documents != documents[row]].max()))
+    return float(np.percentile(closest, CALIBRATION_PERCENTILE)) if closest else FALLBACK_THRESHOLD
+
+
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s")
+MAX_SENTENCE_CHARS = 300
 RRF_K = 60
 
 

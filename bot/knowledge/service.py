@@ -299,9 +299,9 @@ class KnowledgeBase:
                      limit: int | None = None, min_score: float | None = None) -> SearchResult:
         """Passages for `question` in the route's scope (and among the named sources), or an abstention."""
         settings = self.config.knowledge
-        return await self.retriever.search(
-            question, scope=self.scope(route, sources), limit=limit or settings.top_k,
-            min_score=settings.min_score if min_score is None else min_score)
+        configured = None if settings.min_score == "auto" else settings.min_score
+        return await self.retriever.search(question, scope=self.scope(route, sources), limit=limit or settings.top_k,
+                                           min_score=configured if min_score is None else min_score)
 
 
 def _exists(location: str) -> bool:
