@@ -14,6 +14,7 @@ The methods compared in benchmarks/kb_retrieval.py are the rows of METHODS; KEPT
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -219,15 +220,23 @@ class _Index:
     threshold: float
     # What each passage shows (and its terms, for feedback), by row.
     shown: list[repo.IndexRow]
-    # The same terms with each page as one document (rows in the order of `page_ids`).
-    page_ids: IntArray
-    pages: LexicalIndex
     row_of: dict[int, int] = field(default_factory=dict)
-    page_row_of: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.row_of = {int(passage): row for row, passage in enumerate(self.ids.tolist())}
-        self.page_row_of = {int(page): row for row, page in enumerate(self.page_ids.tolist())}
+
+    @functools.cached_property
+    def pages(self) -> tuple[IntArray, LexicalIndex]:
+        """The same terms with each page as one document: the page ids, and the index whose rows they are
+        (built on first use: only the methods that rank whole pages need it)."""
+        parts: dict[int, tuple[str, list[str], list[str]]] = {}
+        for row in self.shown:
+            _, headings, bodies = parts.setdefault(row.document_id, (row.fields[0], [], []))
+            headings.append(row.fields[1])
+            bodies.append(row.fields[2])
+        return (np.array(list(parts), dtype=np.int64),
+                LexicalIndex([(title, " ".join(h), " ".join(b)) for title, h, b in parts.values()],
+                             stem=self.lexical.stem))
 
     @property
     def size(self) -> int:
@@ -318,14 +327,15 @@ class Retriever:
 
     def _page_scores(self, index: _Index, words: list[str], source_ids: Sequence[int] | None) -> dict[int, float]:
         """Each page's BM25F as one document, normalised to the best page."""
+        page_ids, pages = index.pages
         if self.method.coverage:
-            return {int(index.page_ids[row]): share for row, share in index.pages.coverage(words).items()}
-        scores = index.pages.scores(dict.fromkeys(words, 1.0), self.method.field_weights)
+            return {int(page_ids[row]): share for row, share in pages.coverage(words).items()}
+        scores = pages.scores(dict.fromkeys(words, 1.0), self.method.field_weights)
         top = float(scores.max()) if len(scores) else 0.0
         if top <= 0:
             return {}
         found = np.flatnonzero(scores)
-        return {int(index.page_ids[row]): float(scores[row]) / top for row in found.tolist()}
+        return {int(page_ids[row]): float(scores[row]) / top for row in found.tolist()}
 
     def _scores(self, index: _Index, weighted: dict[str, float], source_ids: Sequence[int] | None) -> FloatArray:
         scores = index.lexical.scores(weighted, self.method.field_weights)
@@ -438,13 +448,6 @@ class Retriever:
         for row, vector in zip(rows, vectors, strict=True):
             if row.position < 2:
                 openings[row.document_id].append(vector)
-        page_parts: dict[int, tuple[list[str], list[str], list[str]]] = {}
-        for row in rows:
-            title, headings, bodies = page_parts.setdefault(row.document_id, ([row.fields[0]], [], []))
-            headings.append(row.fields[1])
-            bodies.append(row.fields[2])
-        by_page = {page: (title[0], " ".join(headings), " ".join(bodies))
-                   for page, (title, headings, bodies) in page_parts.items()}
         opening_ids: list[int] = []
         opening_rows: list[FloatArray] = []
         for document, parts in openings.items():
@@ -462,9 +465,7 @@ class Retriever:
                                                      np.array([r.document_id for r in rows], dtype=np.int64)),
                       opening_ids=opening_ids,
                       opening_vectors=np.array(opening_rows, dtype=np.float32).reshape(-1, dimensions),
-                      lexical=LexicalIndex([row.fields for row in rows], stem=self.method.stem),
-                      page_ids=np.array(list(by_page), dtype=np.int64),
-                      pages=LexicalIndex(list(by_page.values()), stem=self.method.stem))
+                      lexical=LexicalIndex([row.fields for row in rows], stem=self.method.stem))
 
 
 def calibrated_threshold(embedder: StaticEmbedder, texts: Sequence[str], vectors: FloatArray,
