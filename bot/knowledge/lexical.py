@@ -8,6 +8,7 @@ engines' own ranking (FTS5 bm25, ts_rank) has to score every matching row and di
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -42,22 +43,34 @@ class LexicalIndex:
     def __init__(self, fields: Sequence[tuple[str, str, str]], *, stem: bool = False) -> None:
         self.size = len(fields)
         self.stem = stem
-        rows: dict[str, list[int]] = {}
-        counts: dict[str, list[tuple[int, int, int]]] = {}
+        # Postings gathered flat in typed arrays (4 bytes an entry, not a Python tuple each), then grouped by term.
+        term_ids: dict[str, int] = {}
+        posting_terms, posting_rows = array("i"), array("i")
+        posting_counts = [array("i"), array("i"), array("i")]
         lengths = np.zeros(self.size, dtype=np.float32)
         for row, parts in enumerate(fields):
             split = [[light_stem(w) for w in part.split()] if stem else part.split() for part in parts]
             lengths[row] = sum(len(words) for words in split)
             per_field = [Counter(words) for words in split]
             for term in set().union(*per_field):
-                rows.setdefault(term, []).append(row)
-                counts.setdefault(term, []).append(tuple(field.get(term, 0) for field in per_field))  # type: ignore[arg-type]
+                posting_terms.append(term_ids.setdefault(term, len(term_ids)))
+                posting_rows.append(row)
+                for field, found in zip(per_field, posting_counts, strict=True):
+                    found.append(field.get(term, 0))
         self.lengths = lengths
         self.average = float(lengths.mean()) if self.size else 1.0
+        by_term = np.argsort(np.frombuffer(posting_terms, dtype=np.int32), kind="stable")
+        rows = np.frombuffer(posting_rows, dtype=np.int32).astype(np.int64)[by_term]
+        stacked = np.stack([np.frombuffer(c, dtype=np.int32) for c in posting_counts], axis=1)
+        counts: npt.NDArray[np.float32] = stacked.astype(np.float32)[by_term].reshape(-1, 3)
+        per_term = np.bincount(np.frombuffer(posting_terms, dtype=np.int32), minlength=len(term_ids))
+        ends = np.cumsum(per_term)
+        starts = ends - per_term
         self.postings: dict[str, tuple[IntArray, npt.NDArray[np.float32]]] = {
-            term: (np.array(rows[term], dtype=np.int64), np.array(counts[term], dtype=np.float32)) for term in rows
+            term: (rows[starts[i]:ends[i]], counts[starts[i]:ends[i]])
+            for term, i in zip(term_ids, range(len(term_ids)), strict=True)
         }
-        self.df = {term: len(found) for term, found in rows.items()}
+        self.df = {term: int(ends[i] - starts[i]) for term, i in zip(term_ids, range(len(term_ids)), strict=True)}
         self._norm = (K1 * (1.0 - B + B * lengths / max(self.average, 1e-9))).astype(np.float32)
 
     def key(self, term: str) -> str:
