@@ -63,7 +63,7 @@ def best_threshold(outcomes: Sequence[Outcome], min_answered: float = GOALS["ans
     return answerable[allowed] - 1e-6
 
 
-def _at_threshold(outcomes: Sequence[Outcome], threshold: float) -> dict[str, float | None]:
+def _at_threshold(outcomes: Sequence[Outcome], threshold: float) -> dict[str, Any]:
     answerable = [o for o in outcomes if o.question.kind == "answerable"]
     unanswerable = [o for o in outcomes if o.question.kind == "unanswerable"]
     return {
@@ -75,7 +75,7 @@ def _at_threshold(outcomes: Sequence[Outcome], threshold: float) -> dict[str, fl
     }
 
 
-def cross_validated(outcomes: Sequence[Outcome]) -> list[dict[str, float | None]]:
+def cross_validated(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     """Threshold chosen on one half of the questions (alternate lines), scored on the other half."""
     halves = [list(outcomes[0::2]), list(outcomes[1::2])]
     return [{"tuned_on": f"half {1 + i}", **_at_threshold(halves[1 - i], best_threshold(halves[i]))}
@@ -83,7 +83,7 @@ def cross_validated(outcomes: Sequence[Outcome]) -> list[dict[str, float | None]
 
 
 async def _evaluate(kb: KnowledgeBase, questions: Sequence[LabelledQuestion], method: Method,
-                    min_score: float) -> dict[str, Any]:
+                    min_score: float | None) -> dict[str, Any]:
     retriever = kb.retriever.with_method(method)
     started = time.perf_counter()
     outcomes = await run(questions, lambda q: retriever.search(q, limit=RANK_DEPTH,
@@ -92,6 +92,8 @@ async def _evaluate(kb: KnowledgeBase, questions: Sequence[LabelledQuestion], me
     report["method"] = method.name
     report["description"] = method.description
     report["cross_validated"] = cross_validated(outcomes)
+    # The same scores on each half of the questions (alternate lines): a method is kept only if it wins on both.
+    report["halves"] = [summary(half, 0.0) for half in (outcomes[0::2], outcomes[1::2])]
     report["at_95_answered"] = _at_threshold(outcomes, best_threshold(outcomes))
     report["misses"] = [o.question.q for o in outcomes
                         if o.question.kind == "answerable" and (o.rank is None or o.rank > 5)]
@@ -110,10 +112,13 @@ async def quality(database_url: str, corpus: Path, questions: Sequence[LabelledQ
         report = await kb.add([str(corpus)], name="dev")
         seconds = time.perf_counter() - started
         pages = report.added + report.updated + report.unchanged
-        results = [await _evaluate(kb, questions, method, config.knowledge.min_score) for method in methods]
+        configured = config.knowledge.min_score
+        min_score = None if configured == "auto" else configured
+        results = [await _evaluate(kb, questions, method, min_score) for method in methods]
+        threshold = (await kb.retriever.search("calibration", limit=1, min_score=min_score)).threshold
         return {"pages": pages, "passages": report.passages, "index_seconds": round(seconds, 2),
                 "pages_per_s": round(pages / seconds, 1), "errors": report.errors, "methods": results,
-                "min_score": config.knowledge.min_score}
+                "min_score": round(threshold, 4)}
     finally:
         await db.dispose()
 
@@ -177,12 +182,12 @@ def _print(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 180)
+    console = Console(width=None if sys.stdout.isatty() else 230)
     sqlite = report["sqlite"]
     table = Table(title=f"Retrieval on {report['data']} ({report['questions']} questions), SQLite, "
                         f"min_score {sqlite['min_score']}")
-    for column in ("method", "R@1", "R@5", "MRR", "abstain", "answered", "cross-validated abstain / answered",
-                   "p50 ms"):
+    for column in ("method", "R@1", "R@5", "MRR", "abstain", "answered", "halves R@1 · R@5 · MRR · abstain · answered",
+                   "cross-validated abstain / answered", "p50 ms"):
         table.add_column(column, justify="left" if column == "method" else "right")
     rows = [("SQLite", m) for m in sqlite["methods"]]
     rows += [("PostgreSQL", m) for m in report.get("postgres", {}).get("methods", [])]
@@ -190,9 +195,11 @@ def _print(report: dict[str, Any]) -> None:
         cv = " · ".join(f"{c['abstain_rate']:.0%} / {c['answered_rate']:.0%} @ {c['threshold']:.3f}"
                         for c in m["cross_validated"])
         name = m["method"] + (" (kept)" if m["method"] == report["kept"] else "")
+        halves = " | ".join(f"{h['recall_at_1']:.2f} · {h['recall_at_5']:.2f} · {h['mrr']:.2f} · "
+                            f"{h['abstain_rate']:.0%} · {h['answered_rate']:.0%}" for h in m["halves"])
         table.add_row(name if engine == "SQLite" else f"{name}, PostgreSQL", f"{m['recall_at_1']:.3f}",
                       f"{m['recall_at_5']:.3f}", f"{m['mrr']:.3f}", f"{m['abstain_rate']:.0%}",
-                      f"{m['answered_rate']:.0%}", cv, f"{m['p50_ms']:.1f}")
+                      f"{m['answered_rate']:.0%}", halves, cv, f"{m['p50_ms']:.1f}")
     console.print(table)
     for engine in ("sqlite", "postgres"):
         if engine in report:

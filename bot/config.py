@@ -276,11 +276,18 @@ class LLMSection(_Section):
     }
 
 
+def _min_score(value: object) -> object:
+    if value == "auto" or (isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+        return value
+    raise ValueError(f'{value!r} is neither a relevance from 0 to 1 nor "auto"')
+
+
 class KnowledgeSection(_Section):
     # Passages handed to the model (and shown by `kb search` by default).
     top_k: Annotated[int, Field(ge=1, le=20)] = 4
-    # Below this relevance (0..1, see the README) the docs are taken not to cover the question.
-    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.74
+    # Below this relevance (0..1, see the README) the docs are taken not to cover the question; "auto": the
+    # threshold calibrated on the indexed docs themselves (bot/knowledge/search.py, calibrated_threshold).
+    min_score: Annotated[float | Literal["auto"], BeforeValidator(_min_score)] = "auto"
     # When a route has sources but nothing relevant is found: page a person, or answer with a clear note.
     on_missing: Literal["escalate", "say"] = "say"
 

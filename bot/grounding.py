@@ -50,7 +50,7 @@ class Knowledge:
         None when the route has no docs at all (the persona answers as it did before knowledge existed)."""
         if not await self._any_sources():
             return None
-        base = self._knowledge_base()
+        base = self.knowledge_base()
         if not await base.has_sources(route):
             return None
         result = await base.search(question, route=route)
@@ -71,9 +71,10 @@ class Knowledge:
             self._sources_seen = (now, found)
         return self._sources_seen[1]
 
-    def _knowledge_base(self) -> KnowledgeBase:
+    def knowledge_base(self) -> KnowledgeBase:
+        """The one knowledge base of this process (its in-memory index is shared by answers and the dashboard)."""
         if self._base is None:
             from bot.knowledge.service import KnowledgeBase
 
-            self._base = KnowledgeBase(self._db, self._config)
+            self._base = KnowledgeBase(self._db, self._config, clock=self._clock)
         return self._base

@@ -194,17 +194,17 @@ def search(
     if format is TableOrJson.json:
         sys.stdout.write(json.dumps({
             "question": question, "abstained": result.abstained, "relevance": round(result.relevance, 4),
-            "min_score": config.knowledge.min_score, "passages": [hit.as_json() for hit in result.hits],
+            "min_score": round(result.threshold, 4), "passages": [hit.as_json() for hit in result.hits],
         }, ensure_ascii=False) + "\n")
         return
     if result.abstained:
         console.print(f"[yellow]The docs do not cover this[/] (relevance {result.relevance:.2f} < min_score "
-                      f"{config.knowledge.min_score:.2f}).", highlight=False)
+                      f"{result.threshold:.2f}).", highlight=False)
         if result.ranked:
             console.print("[dim]Closest passages, not used:[/]")
         _hits_table(result.ranked, dim=True)
         return
-    console.print(f"relevance {result.relevance:.2f} (min_score {config.knowledge.min_score:.2f})", highlight=False)
+    console.print(f"relevance {result.relevance:.2f} (min_score {result.threshold:.2f})", highlight=False)
     _hits_table(result.hits, dim=False)
 
 
@@ -252,7 +252,9 @@ def eval_command(
     if format is TableOrJson.json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
-    table = Table(title=f"Retrieval on {file} (min_score {config.knowledge.min_score:.2f})", box=None)
+    min_score = config.knowledge.min_score
+    shown = "calibrated on the docs" if min_score == "auto" else f"{min_score:.2f}"
+    table = Table(title=f"Retrieval on {file} (min_score {shown})", box=None)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in report.items():

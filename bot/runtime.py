@@ -82,6 +82,8 @@ class Runtime:
     # fallback step -> circuit breaker -> call recorder -> provider
     llm: FallbackLLM
     local_router: LocalRouter
+    # The docs: answers are grounded in them, the dashboard reviews what joins them.
+    knowledge: Knowledge
     pipeline: Pipeline
     escalations: EscalationService
     feedback: FeedbackService
@@ -162,16 +164,18 @@ async def build_runtime(
     chat = chat or LocalChat(clock)
     escalations = EscalationService(config, db, chat, clock)
     feedback = FeedbackService(config, db, chat, clock, escalations.roster)
+    knowledge = Knowledge(db, config, clock)
     instance = instance_id or settings.supportbot_instance_id or f"{socket.gethostname()}:{os.getpid()}"
     pipeline = Pipeline(
         config=config, db=db, router=build_router(config, stack, local), handlers=HandlerRegistry(config),
         voter=Voter(config, stack), escalations=escalations, chat=chat, llm=stack, clock=clock,
         metrics=metrics, instance_id=instance, lease=timedelta(seconds=settings.supportbot_lease_s),
-        knowledge=Knowledge(db, config, clock),
+        knowledge=knowledge,
     )
     dispatcher = Dispatcher(pipeline, concurrency=config.bot.max_concurrency, metrics=metrics, clock=clock)
     log.info("runtime_ready", llm=stack.provider, router=config.router.mode, database=db.dialect,
              instance=instance, corrections=len(local.corrections))
     return Runtime(settings=settings, config=config, db=db, clock=clock, metrics=metrics, chat=chat,
-                   llm=stack, local_router=local, pipeline=pipeline, escalations=escalations, feedback=feedback,
-                   sla=SlaMonitor(config, db, chat, clock, metrics), dispatcher=dispatcher, instance_id=instance)
+                   llm=stack, local_router=local, knowledge=knowledge, pipeline=pipeline, escalations=escalations,
+                   feedback=feedback, sla=SlaMonitor(config, db, chat, clock, metrics), dispatcher=dispatcher,
+                   instance_id=instance)

@@ -53,18 +53,6 @@ class StoredDocument:
 
 
 @dataclass(frozen=True)
-class PassageRow:
-    id: int
-    source: str
-    location: str
-    title: str
-    heading: str
-    text: str
-    position: int
-    document_id: int
-
-
-@dataclass(frozen=True)
 class SourceSummary:
     name: str
     kind: str
@@ -285,7 +273,7 @@ async def full_text_search(session: AsyncSession, terms: Sequence[str], *, sourc
 
 @dataclass(frozen=True)
 class IndexRow:
-    """What search keeps in memory for one passage."""
+    """What search keeps in memory for one passage: what it ranks by and what it shows."""
 
     id: int
     document_id: int
@@ -294,36 +282,24 @@ class IndexRow:
     # Normalised terms of (title, heading, body).
     fields: tuple[str, str, str]
     embedding: bytes | None
+    source: str
+    location: str
+    title: str
+    heading: str
+    text: str
 
 
 async def index_rows(session: AsyncSession) -> list[IndexRow]:
-    rows = await session.execute(select(KnowledgePassage.id, KnowledgePassage.document_id, KnowledgePassage.source_id,
-                                        KnowledgePassage.position, KnowledgePassage.terms,
-                                        KnowledgePassage.embedding).order_by(KnowledgePassage.id))
-    out = []
-    for i, d, s, p, terms, e in rows.all():
-        title, heading, body = (terms.split("\n", 2) + ["", ""])[:3]
-        out.append(IndexRow(int(i), int(d), int(s), int(p), (title, heading, body), e))
-    return out
-
-
-async def passage_terms(session: AsyncSession, ids: Sequence[int]) -> list[tuple[str, str, str]]:
-    """The indexed terms of these passages, as (title, heading, body)."""
-    if not ids:
-        return []
-    rows = await session.execute(select(KnowledgePassage.terms).where(KnowledgePassage.id.in_(list(ids))))
-    return [tuple((terms.split("\n", 2) + ["", ""])[:3]) for (terms,) in rows.all()]  # type: ignore[misc]
-
-
-async def passages_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, PassageRow]:
-    if not ids:
-        return {}
     rows = await session.execute(
-        select(KnowledgePassage.id, KnowledgeSource.name, KnowledgeDocument.location, KnowledgePassage.title,
-               KnowledgePassage.heading, KnowledgePassage.text, KnowledgePassage.position,
-               KnowledgePassage.document_id)
+        select(KnowledgePassage.id, KnowledgePassage.document_id, KnowledgePassage.source_id,
+               KnowledgePassage.position, KnowledgePassage.terms, KnowledgePassage.embedding, KnowledgeSource.name,
+               KnowledgeDocument.location, KnowledgePassage.title, KnowledgePassage.heading, KnowledgePassage.text)
         .join(KnowledgeDocument, KnowledgeDocument.id == KnowledgePassage.document_id)
         .join(KnowledgeSource, KnowledgeSource.id == KnowledgePassage.source_id)
-        .where(KnowledgePassage.id.in_(list(ids))))
-    return {int(r[0]): PassageRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7])) for r in rows.all()}
-
+        .order_by(KnowledgePassage.id))
+    out = []
+    for i, d, s, p, terms, e, source, location, title, heading, text_ in rows.all():
+        fields = (terms.split("\n", 2) + ["", ""])[:3]
+        out.append(IndexRow(int(i), int(d), int(s), int(p), (fields[0], fields[1], fields[2]), e, source, location,
+                            title, heading, text_))
+    return out

@@ -6,10 +6,10 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+from bot.clock import Clock, SystemClock
 from bot.config import SOURCE_NAME, Config
 from bot.knowledge.chunk import PassageDraft, passages
 from bot.knowledge.embed import StaticEmbedder, load_embedder, to_bytes
@@ -79,12 +79,13 @@ class KnowledgeBase:
     """Sources, documents and search over the bot's own database; route scopes come from the config."""
 
     def __init__(self, db: Database, config: Config, *, method: Method = KEPT,
-                 embedder: StaticEmbedder | None = None, clock: Callable[[], datetime] | None = None) -> None:
+                 embedder: StaticEmbedder | None = None, clock: Clock | None = None) -> None:
         self.db = db
         self.config = config
         self._embedder = embedder
-        self.retriever = Retriever(db, method=method, embedder=embedder)
-        self._now = clock or (lambda: datetime.now(UTC))
+        clock = clock or SystemClock()
+        self.retriever = Retriever(db, method=method, embedder=embedder, clock=clock)
+        self._now = clock.now
 
     @property
     def embedder(self) -> StaticEmbedder:
@@ -159,6 +160,7 @@ class KnowledgeBase:
             await repo.delete_documents(session, gone)
             report.removed = len(gone)
             await repo.finish_sync(session, source_id, changed=report.changed, errors=report.errors, now=self._now())
+        self.retriever.recheck()
         report.seconds = asyncio.get_running_loop().time() - started
         return report
 
@@ -232,6 +234,7 @@ class KnowledgeBase:
             if source is None:
                 raise SourceError(f"no knowledge source named {name!r} (see `supportbot kb list`)")
             await repo.delete_source(session, source)
+        self.retriever.recheck()
 
     async def sources(self) -> list[repo.SourceSummary]:
         async with self.db.sessions() as session:
@@ -262,6 +265,7 @@ class KnowledgeBase:
         await self._index_all(source_id, given(), stored, report)
         async with self.db.sessions.begin() as session:
             await repo.finish_sync(session, source_id, changed=report.changed, errors=report.errors, now=self._now())
+        self.retriever.recheck()
         return report
 
     async def remove_documents(self, name: str, links: Sequence[str]) -> int:
@@ -275,7 +279,8 @@ class KnowledgeBase:
             await repo.delete_documents(session, gone)
             await repo.finish_sync(session, source.id, changed=bool(gone), errors=list(source.errors),
                                    now=self._now())
-            return len(gone)
+        self.retriever.recheck()
+        return len(gone)
 
     # -- search
 
@@ -294,9 +299,9 @@ class KnowledgeBase:
                      limit: int | None = None, min_score: float | None = None) -> SearchResult:
         """Passages for `question` in the route's scope (and among the named sources), or an abstention."""
         settings = self.config.knowledge
-        return await self.retriever.search(
-            question, scope=self.scope(route, sources), limit=limit or settings.top_k,
-            min_score=settings.min_score if min_score is None else min_score)
+        configured = None if settings.min_score == "auto" else settings.min_score
+        return await self.retriever.search(question, scope=self.scope(route, sources), limit=limit or settings.top_k,
+                                           min_score=configured if min_score is None else min_score)
 
 
 def _exists(location: str) -> bool:

@@ -71,11 +71,9 @@ class ProposalDesk:
     def review(self) -> ProposalReview:
         if self._review is None:
             from bot.knowledge.proposals import ProposalReview
-            from bot.knowledge.service import KnowledgeBase
 
             runtime = self.dashboard.runtime
-            knowledge = KnowledgeBase(runtime.db, runtime.config, clock=runtime.clock.now)
-            self._review = ProposalReview(runtime.db, knowledge, runtime.clock.now)
+            self._review = ProposalReview(runtime.db, runtime.knowledge.knowledge_base(), runtime.clock.now)
         return self._review
 
 

@@ -62,7 +62,7 @@ async def answered_and_resolved(runtime: Runtime, clock: ManualClock, *, answer:
 
 
 def review_of(runtime: Runtime, clock: ManualClock) -> ProposalReview:
-    return ProposalReview(runtime.db, KnowledgeBase(runtime.db, runtime.config, clock=clock.now), clock.now)
+    return ProposalReview(runtime.db, KnowledgeBase(runtime.db, runtime.config, clock=clock), clock.now)
 
 
 async def test_an_approved_answer_is_searched_an_edit_replaces_it_and_a_rejection_removes_it(
@@ -71,7 +71,8 @@ async def test_an_approved_answer_is_searched_an_edit_replaces_it_and_a_rejectio
     runtime = await make_runtime(proposals_config(), database_url=database_url)
     escalation_id = await answered_and_resolved(runtime, clock)
     review = review_of(runtime, clock)
-    kb = KnowledgeBase(runtime.db, runtime.config)
+    # Another process's view of the index (another replica): it re-reads the index state within a second.
+    kb = KnowledgeBase(runtime.db, runtime.config, clock=clock)
 
     [proposal] = await review.proposals()
     assert (proposal.escalation_id, proposal.status, proposal.route) == (escalation_id, "proposed", "escalate")
@@ -81,6 +82,7 @@ async def test_an_approved_answer_is_searched_an_edit_replaces_it_and_a_rejectio
 
     approved = await review.approve(proposal.id, reviewer="rita")
     assert (approved.status, approved.reviewer, approved.edited_answer) == ("approved", "rita", None)
+    clock.advance(2)
     found = await kb.search(ASKED_AGAIN)
     assert not found.abstained
     [hit] = found.hits
@@ -91,6 +93,7 @@ async def test_an_approved_answer_is_searched_an_edit_replaces_it_and_a_rejectio
     edited = await review.approve(proposal.id, reviewer="rita", text="Yes: enterprise customers can sign our BAA; "
                                                                      "ask your account manager for it.")
     assert edited.edited_answer is not None and edited.answer == ANSWER
+    clock.advance(2)
     [hit] = (await kb.search(ASKED_AGAIN)).hits
     assert "account manager" in hit.text and "legal@" not in hit.text
     assert [(s.name, s.documents) for s in await kb.sources()] == [("answers", 1)]
@@ -98,6 +101,7 @@ async def test_an_approved_answer_is_searched_an_edit_replaces_it_and_a_rejectio
     rejected = await review.reject(proposal.id, reviewer="sam")
     assert (rejected.status, rejected.reviewer) == ("rejected", "sam")
     assert [(s.name, s.documents, s.passages) for s in await kb.sources()] == [("answers", 0, 0)]
+    clock.advance(2)
     assert (await kb.search(ASKED_AGAIN)).hits == ()
 
 

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.clock import ManualClock
 from bot.knowledge.answer import extract
-from bot.knowledge.search import METHODS
+from bot.knowledge.search import METHODS, STATE_RECHECK_S
 from bot.knowledge.service import KnowledgeBase
+from storage.engine import Database
+from tests.knowledge.conftest import kb_config
 
 
 @pytest.mark.parametrize(("question", "page"), [
@@ -95,15 +98,31 @@ async def test_every_method_runs_on_both_engines(kb: KnowledgeBase, docs: Path) 
         assert result.ranked[0].source.endswith("refunds.md"), method.name
 
 
-async def test_the_index_is_reloaded_after_another_process_changes_it(
-    make_kb: Callable[..., KnowledgeBase], docs: Path
+async def test_the_index_is_reloaded_within_a_second_after_another_process_changes_it(
+    make_kb: Callable[..., KnowledgeBase], db: Database, docs: Path
 ) -> None:
-    reader, writer = make_kb(), make_kb()
+    clock = ManualClock()
+    reader, writer = KnowledgeBase(db, kb_config(), clock=clock), make_kb()
     await writer.add([str(docs / "billing")], name="billing")
     before = await reader.search("sync conflict copy", min_score=0.0, limit=10)
     assert all(hit.source.endswith("refunds.md") for hit in before.ranked)
     await writer.add([str(docs / "guides")], name="guides")
+    # Within STATE_RECHECK_S the reader trusts the state it read; after it, it sees the new source.
+    clock.advance(STATE_RECHECK_S / 2)
+    assert all(hit.source.endswith("refunds.md") for hit in (await reader.search("sync conflict copy",
+                                                                                min_score=0.0)).ranked)
+    clock.advance(STATE_RECHECK_S / 2)
     assert (await reader.search("sync conflict copy", min_score=0.0)).hits[0].source.endswith("sync.html")
+
+
+async def test_the_index_is_reloaded_at_once_after_this_process_changes_it(kb: KnowledgeBase, docs: Path) -> None:
+    await kb.add([str(docs / "billing")], name="billing")
+    assert (await kb.search("sync conflict copy", min_score=0.0, limit=10)).ranked
+    await kb.add([str(docs / "guides")], name="guides")
+    assert (await kb.search("sync conflict copy", min_score=0.0)).hits[0].source.endswith("sync.html")
+    await kb.remove("guides")
+    assert all(hit.source.endswith("refunds.md")
+               for hit in (await kb.search("sync conflict copy", min_score=0.0, limit=10)).ranked)
 
 
 async def test_extractive_answer_quotes_the_sentences_that_answer(kb: KnowledgeBase, docs: Path) -> None:
