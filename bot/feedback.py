@@ -107,7 +107,7 @@ class FeedbackService:
         self._roster = roster
 
     async def rate(self, press: FeedbackPress) -> FeedbackResult:
-        """Record `press`; an asker's first 👎 on an answer posts the offer of a person in the thread."""
+        """Record `press`; the asker's 👎 (not a repeated one) posts the offer of a person in the thread."""
         async with self._db.sessions() as session:
             answered = await store.answered_decision(session, team=press.team, channel=press.channel,
                                                      thread_ts=press.thread_ts, reply_ts=press.answer_ts)
