@@ -35,7 +35,7 @@ _WORD = re.compile(r"[^\W_]+")
 # Something stopped working and people or operations feel it now (staff working by hand or on paper,
 # someone waiting, patients, a queue): a term of its own, as the two halves rarely sit side by side. Its
 # weight is learnt like any word's; it only lets escalations written in a new domain's words share a cue.
-IMPACT_TERM = "<stopped with impact>"
+IMPACT_TERM = "outage with impact"
 _STOPPAGE_WORDS = frozenset({
     "stopped", "down", "failing", "failed", "broke", "broken", "offline", "stuck", "cant", "wont", "isnt",
     "arent", "dead", "died", "outage", "dropped", "disconnected", "halted", "frozen", "crashed", "unavailable"})
