@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import Config, load_config, parse_config
 from bot.router.base import RouteDecision
-from bot.router.features import HEAD_CHARS, TAIL_CHARS, normalize
+from bot.router.features import HEAD_CHARS, IMPACT_TERM, TAIL_CHARS, normalize, terms
 from bot.router.hybrid import RulesThenLocal, deferral
 from bot.router.local import LocalClassifier, LocalRouter, Prediction
 from bot.router.rules import RulesRouter
@@ -93,6 +93,33 @@ def test_innocent_look_alikes_are_never_escalated_without_asking_the_llm(
 
     assert decision.route == expected or asks_the_llm, decision.reason
     assert decision.route != "escalate" or asks_the_llm, decision.reason
+
+
+# Written for these tests: something stopped, and people wait or work by hand, in industries the training data
+# hardly mentions; none says "urgent", "outage" or "escalate".
+STOPPAGES_WITH_IMPACT = [
+    "The ticketing system at our ferry terminal stopped printing boarding cards an hour ago; passengers are "
+    "queuing at the gate and staff are writing them by hand.",
+    "Since the sync broke at 6 our bakery counters are taking orders on paper and customers are waiting out the door.",
+    "the cinema box office system is down, staff are selling tickets manually and the 7pm shows are about to start",
+]
+
+
+@pytest.mark.parametrize("message", STOPPAGES_WITH_IMPACT)
+def test_a_stoppage_that_leaves_people_waiting_is_escalated_or_asked_about(
+    config: Config, router: LocalRouter, message: str
+) -> None:
+    decision = asyncio.run(RulesThenLocal(RulesRouter(config), router).route(message))
+    asks_the_llm = deferral(decision, threshold=config.router.confidence_threshold,
+                            severity_threshold=config.router.severity_threshold, escalation_route="escalate")
+
+    assert decision.route == "escalate" or asks_the_llm, decision.reason
+
+
+def test_the_impact_term_needs_both_a_stoppage_and_people_feeling_it() -> None:
+    assert IMPACT_TERM in terms("the scanners stopped and pickers are idle")[0]
+    assert IMPACT_TERM not in terms("the scanners stopped after the update")[0]
+    assert IMPACT_TERM not in terms("pickers are idle between waves, can we batch them?")[0]
 
 
 def test_a_decision_says_who_decided_why_and_how_long_it_took(router: LocalRouter) -> None:
