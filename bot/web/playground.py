@@ -18,6 +18,7 @@ from aiohttp import web
 
 from bot.domain import FeedbackPress, InboundMessage
 from bot.escalation.page import EXPIRED_STATUS, NOBODY_ON_CALL, Page
+from bot.escalation.service import HUMAN_ALREADY, HUMAN_NOT_FOUND
 from bot.feedback import ANSWER_NOT_FOUND, NOT_THE_ASKER
 from bot.local_chat import LocalChat
 from bot.web.dashboard import Dashboard, json_object
@@ -82,12 +83,16 @@ async def _page(dashboard: Dashboard, request: web.Request) -> web.StreamRespons
 
 _LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
 _EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1")
+# _italic_ or *italic*, but not the underscores inside ANTHROPIC_API_KEY or snake_case.
+_ITALIC = re.compile(r"(?<![\w*_])([*_])(?![\s*_])(.+?)(?<![\s*_])\1(?![\w*_])")
 _HEADING = re.compile(r"^#{1,6}\s+", re.MULTILINE)
+_QUOTE = re.compile(r"^>\s?", re.MULTILINE)
 
 
 def plain(markdown: str) -> str:
     """The bot's Markdown as readable plain text (the page inserts it with textContent, never as HTML)."""
-    return _HEADING.sub("", _EMPHASIS.sub(r"\2", _LINK.sub(r"\1 (\2)", markdown)))
+    text = _ITALIC.sub(r"\2", _EMPHASIS.sub(r"\2", _LINK.sub(r"\1 (\2)", markdown)))
+    return _QUOTE.sub("", _HEADING.sub("", text))
 
 
 def page_lines(page: Page | None, fallback: str) -> list[dict[str, str]]:
@@ -346,8 +351,12 @@ async def _human_request(dashboard: Dashboard, chat: LocalChat, request: web.Req
     result = await dashboard.runtime.escalations.request_human(
         chat.team, PLAYGROUND_CHANNEL, thread_ts, CUSTOMER_USER,
         trigger="feedback" if trigger == "feedback" else "user_request")
-    status = {"done": 201, "already": 409}.get(result, 404)
-    return web.json_response({"result": result}, status=status)
+    if result == "done":
+        return web.json_response({"result": result}, status=201)
+    # The page shows `error` to the customer, as Slack tells them in the thread.
+    already = result == "already"
+    return web.json_response({"result": result, "error": HUMAN_ALREADY if already else HUMAN_NOT_FOUND},
+                             status=409 if already else 404)
 
 
 async def _escalation_action(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
