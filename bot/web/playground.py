@@ -35,9 +35,11 @@ CUSTOMER_USER = "UCUSTOMER"
 FALLBACK_ONCALL_USER = "UONCALL"
 MAX_TEXT = 4000
 # An event stream looks again this often for changes the chat does not announce (the database's), and ends
-# after EVENTS_MAX_S (the browser reconnects), so no request lives for ever.
+# after EVENTS_MAX_S or when the server shuts down (the browser reconnects), so no request lives for ever.
 EVENTS_RECHECK_S = 2.0
 EVENTS_MAX_S = 300.0
+# Set when the server shuts down, so open event streams end instead of holding the shutdown back.
+STREAMS_END = web.AppKey("playground_streams_end", asyncio.Event)
 ACTIONS = ("acknowledge", "resolve")
 SLA_WARNINGS_SHOWN = 20
 # A thread is named by its first message's ts, as LocalChat.next_ts makes them ("1700000000.000001").
@@ -52,6 +54,8 @@ def add_playground_routes(app: web.Application, dashboard: Dashboard, chat: Loca
         app.router.add_get("/playground", guard(partial(_not_here, dashboard), page=True))
         return
     dashboard.playground_enabled = True
+    app[STREAMS_END] = asyncio.Event()
+    app.on_shutdown.append(_end_streams)
     app.router.add_get("/playground", guard(partial(_page, dashboard), page=True))
     app.router.add_get("/api/playground/state", guard(partial(_state, dashboard, chat), page=False))
     app.router.add_get("/api/playground/events", guard(partial(_events, dashboard, chat), page=False))
@@ -67,6 +71,10 @@ def oncall_user(dashboard: Dashboard) -> str:
     """The person the playground answers pages as: the escalation service's local on-call, else staff."""
     runtime = dashboard.runtime
     return runtime.escalations.local_oncall_user or next(iter(runtime.config.bot.staff), FALLBACK_ONCALL_USER)
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[STREAMS_END].set()
 
 
 async def _not_here(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
@@ -147,8 +155,10 @@ async def _events(dashboard: Dashboard, chat: LocalChat, request: web.Request) -
     await response.prepare(request)
     clock = dashboard.runtime.clock
     started, sent, version = clock.monotonic(), "", -1
+    server_stopping = request.app[STREAMS_END]
     try:
-        while clock.monotonic() - started < EVENTS_MAX_S and not request.transport.is_closing():  # type: ignore[union-attr]
+        while (clock.monotonic() - started < EVENTS_MAX_S and not server_stopping.is_set()
+               and not request.transport.is_closing()):  # type: ignore[union-attr]
             version = await chat.changed_since(version, EVENTS_RECHECK_S)
             state = json.dumps(await _snapshot(dashboard, chat, selected))
             # Database-only changes (a route decided) show on the next recheck; unchanged states are not sent.

@@ -225,6 +225,19 @@ async def test_answers_appear_in_the_playground_while_they_are_written(
         await runtime.close()
 
 
+async def test_open_event_streams_end_when_the_server_shuts_down(runtime: Runtime, make_client: ClientFactory) -> None:
+    play = await playground(await make_client(runtime))
+    events = await play.client.get("/api/playground/events")
+    async with asyncio.timeout(20):
+        async for state in read_events(events):
+            assert state["threads"] == []
+            break
+        # A tab left open must not hold back `supportbot serve`'s shutdown until the stream's own end.
+        await play.client.app.shutdown()
+        await events.content.read()
+    assert events.content.at_eof()
+
+
 async def test_the_customer_rates_answers_and_a_thumbs_down_offers_a_person(
     runtime: Runtime, make_client: ClientFactory
 ) -> None:
