@@ -252,7 +252,11 @@ def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[
 
 
 def _escalation(chat: LocalChat, escalation: Escalation, thread_ts: str | None) -> dict[str, Any]:
-    post = next((p for p in chat.posts if p.channel == escalation.page_channel and p.ts == escalation.page_ts), None)
+    recorded = next((p for p in chat.posts if p.channel == escalation.page_channel and p.ts == escalation.page_ts),
+                    None)
+    # Until the round is recorded (a moment after posting), the newest page posted for it stands in.
+    post = recorded or next((p for p in reversed(chat.posts)
+                             if p.page is not None and p.page.escalation_id == escalation.id), None)
     return {
         "id": escalation.id, "state": escalation.state, "trigger": escalation.trigger, "route": escalation.route,
         "reason": escalation.reason, "summary": escalation.summary, "requester": escalation.requester,

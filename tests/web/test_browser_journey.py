@@ -98,8 +98,10 @@ async def test_a_question_answered_rated_escalated_learned_and_reviewed(
         offer = page.locator("#items button[data-action=get-a-human]")
         await offer.wait_for(timeout=WAIT_MS)
         await offer.click()
-        paged = page.locator('#pages li.page[data-state="paged"]', has_text=QUESTION)
+        paged = page.locator('#pages li.page[data-state="paged"]')
         await paged.first.wait_for(timeout=WAIT_MS)
+        # The page shows in full as soon as it is posted, not as a bare "escalation #1" first.
+        assert QUESTION in await paged.first.inner_text()
         await offer.click()
         await page.locator("#notice.error", has_text=HUMAN_ALREADY).wait_for(timeout=WAIT_MS)
 
