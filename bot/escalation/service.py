@@ -44,6 +44,9 @@ REQUEST_REASONS: dict[RequestTrigger, str] = {
     "user_request": "pressed the “Get a human” button",
     "feedback": "rated the answer 👎 and pressed “Get a human”",
 }
+# What the person who pressed "Get a human" is told when no escalation was opened (each chat adapter says it).
+HUMAN_ALREADY = "A person from the support team has already been asked to help in this thread."
+HUMAN_NOT_FOUND = "I can't find that conversation any more; please post your question again."
 
 REQUEST_NOTICE = Notice("I've asked a person from the support team to join; they will reply in this thread. "
                         "I'll stay quiet here in the meantime.")

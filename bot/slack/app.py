@@ -38,6 +38,7 @@ from slack_bolt.response import BoltResponse
 from bot.domain import FeedbackPress
 from bot.errors import TransportError
 from bot.escalation import ACK_ACTION, REQUEST_ACTION, RESOLVE_ACTION
+from bot.escalation.service import HUMAN_ALREADY, HUMAN_NOT_FOUND
 from bot.feedback import ANSWER_NOT_FOUND, NOT_THE_ASKER
 from bot.runtime import Runtime
 from bot.slack.blocks import FEEDBACK_ACTION, parse_request_value
@@ -65,8 +66,6 @@ BAD_TOKEN_ERRORS: Final = frozenset(
 REFUSED: Final = "Only on-call and support staff can use the buttons on escalation pages; nothing was changed."
 ALREADY: Final = "Escalation #{id} was already {done} before your click; nothing was changed."
 NOT_FOUND: Final = "I can't find escalation #{id}; nothing was changed."
-HUMAN_ALREADY: Final = "A person from the support team has already been asked to help in this thread."
-HUMAN_NOT_FOUND: Final = "I can't find that conversation any more; please post your question again."
 NOT_DELIVERED: Final = "Sorry, Slack didn't take that just now. Please try again in a minute."
 PROMPTS_TITLE: Final = "How can I help?"
 

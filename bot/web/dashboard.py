@@ -274,7 +274,8 @@ async def _home(dashboard: Dashboard, request: web.Request) -> web.StreamRespons
 
 
 async def _overview(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    form = parse_filters(request.query, routes=dashboard.routes, default_since="7d")
+    form = parse_filters(request.query, routes=dashboard.routes, now=dashboard.runtime.clock.now(),
+                         default_since="7d")
     stats = await _stats(dashboard, form)
     colors = dashboard.colors()
     labels = stats.buckets.labels
@@ -300,8 +301,7 @@ def _filter_status(form: FilterForm) -> int:
 
 
 async def _stats(dashboard: Dashboard, form: FilterForm) -> DashboardStats:
-    now = datetime.now(UTC)
-    until = form.filters.until or now
+    until = form.filters.until or dashboard.runtime.clock.now()
     async with dashboard.runtime.db.sessions() as session:
         facts = await reviewing.decision_facts(session, form.filters)
         calls = await reviewing.llm_call_facts(session, since=form.filters.since, until=form.filters.until)
@@ -310,7 +310,7 @@ async def _stats(dashboard: Dashboard, form: FilterForm) -> DashboardStats:
 
 
 async def _decisions(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    form = parse_filters(request.query, routes=dashboard.routes)
+    form = parse_filters(request.query, routes=dashboard.routes, now=dashboard.runtime.clock.now())
     async with dashboard.runtime.db.sessions() as session:
         rows = await reviewing.query_logs(session, form.filters)
         total = await reviewing.count_logs(session, form.filters)
@@ -426,7 +426,7 @@ def _bad_filters(form: FilterForm) -> web.Response | None:
 
 
 async def _api_decisions(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    form = parse_filters(request.query, routes=dashboard.routes)
+    form = parse_filters(request.query, routes=dashboard.routes, now=dashboard.runtime.clock.now())
     if (bad := _bad_filters(form)) is not None:
         return bad
     async with dashboard.runtime.db.sessions() as session:
@@ -450,7 +450,8 @@ async def _api_conversation(dashboard: Dashboard, request: web.Request) -> web.S
 
 
 async def _api_stats(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
-    form = parse_filters(request.query, routes=dashboard.routes, default_since="7d")
+    form = parse_filters(request.query, routes=dashboard.routes, now=dashboard.runtime.clock.now(),
+                         default_since="7d")
     if (bad := _bad_filters(form)) is not None:
         return bad
     stats = await _stats(dashboard, form)

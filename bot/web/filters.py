@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlencode
 
 from bot.log_query import FIELDS, LogQuery
@@ -41,13 +41,13 @@ class FilterForm:
         return any(self.values.values())
 
 
-def parse_filters(query: Mapping[str, str], *, routes: list[str], now: datetime | None = None,
+def parse_filters(query: Mapping[str, str], *, routes: list[str], now: datetime,
                   default_since: str | None = None) -> FilterForm:
     """Read the filter fields of a query string; bad values are reported, not fatal, and left out."""
     values = {name: query.get(name, "").strip() for name in FIELDS}
     if default_since is not None and "since" not in query:
         values["since"] = default_since
-    read, errors = LogQuery.read(values, routes=routes, now=now or datetime.now(UTC))
+    read, errors = LogQuery.read(values, routes=routes, now=now)
     page = _positive_int(query.get("page"), 1, errors, "page", maximum=MAX_PAGE)
     page_size = _positive_int(query.get("limit"), PAGE_SIZE, errors, "limit", maximum=MAX_PAGE_SIZE, clamp=True)
     return FilterForm(values=values, filters=read.filter(limit=page_size, offset=(page - 1) * page_size),

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from bot.domain import FeedbackPress, InboundMessage
 from bot.escalation.page import EXPIRED_STATUS, NOBODY_ON_CALL, Page
+from bot.escalation.service import HUMAN_ALREADY, HUMAN_NOT_FOUND
 from bot.feedback import ANSWER_NOT_FOUND, NOT_THE_ASKER
 from bot.local_chat import LocalChat
 from bot.web.dashboard import Dashboard, json_object
@@ -34,9 +35,11 @@ CUSTOMER_USER = "UCUSTOMER"
 FALLBACK_ONCALL_USER = "UONCALL"
 MAX_TEXT = 4000
 # An event stream looks again this often for changes the chat does not announce (the database's), and ends
-# after EVENTS_MAX_S (the browser reconnects), so no request lives for ever.
+# after EVENTS_MAX_S or when the server shuts down (the browser reconnects), so no request lives for ever.
 EVENTS_RECHECK_S = 2.0
 EVENTS_MAX_S = 300.0
+# Set when the server shuts down, so open event streams end instead of holding the shutdown back.
+STREAMS_END = web.AppKey("playground_streams_end", asyncio.Event)
 ACTIONS = ("acknowledge", "resolve")
 SLA_WARNINGS_SHOWN = 20
 # A thread is named by its first message's ts, as LocalChat.next_ts makes them ("1700000000.000001").
@@ -51,6 +54,8 @@ def add_playground_routes(app: web.Application, dashboard: Dashboard, chat: Loca
         app.router.add_get("/playground", guard(partial(_not_here, dashboard), page=True))
         return
     dashboard.playground_enabled = True
+    app[STREAMS_END] = asyncio.Event()
+    app.on_shutdown.append(_end_streams)
     app.router.add_get("/playground", guard(partial(_page, dashboard), page=True))
     app.router.add_get("/api/playground/state", guard(partial(_state, dashboard, chat), page=False))
     app.router.add_get("/api/playground/events", guard(partial(_events, dashboard, chat), page=False))
@@ -68,6 +73,10 @@ def oncall_user(dashboard: Dashboard) -> str:
     return runtime.escalations.local_oncall_user or next(iter(runtime.config.bot.staff), FALLBACK_ONCALL_USER)
 
 
+async def _end_streams(app: web.Application) -> None:
+    app[STREAMS_END].set()
+
+
 async def _not_here(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
     return dashboard.error(request, 404, "The playground runs in local mode only: this server is connected to "
                                          "Slack, so talk to the bot there.", page=True)
@@ -82,12 +91,16 @@ async def _page(dashboard: Dashboard, request: web.Request) -> web.StreamRespons
 
 _LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
 _EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1")
+# _italic_ or *italic*, but not the underscores inside ANTHROPIC_API_KEY or snake_case.
+_ITALIC = re.compile(r"(?<![\w*_])([*_])(?![\s*_])(.+?)(?<![\s*_])\1(?![\w*_])")
 _HEADING = re.compile(r"^#{1,6}\s+", re.MULTILINE)
+_QUOTE = re.compile(r"^>\s?", re.MULTILINE)
 
 
 def plain(markdown: str) -> str:
     """The bot's Markdown as readable plain text (the page inserts it with textContent, never as HTML)."""
-    return _HEADING.sub("", _EMPHASIS.sub(r"\2", _LINK.sub(r"\1 (\2)", markdown)))
+    text = _ITALIC.sub(r"\2", _EMPHASIS.sub(r"\2", _LINK.sub(r"\1 (\2)", markdown)))
+    return _QUOTE.sub("", _HEADING.sub("", text))
 
 
 def page_lines(page: Page | None, fallback: str) -> list[dict[str, str]]:
@@ -142,8 +155,10 @@ async def _events(dashboard: Dashboard, chat: LocalChat, request: web.Request) -
     await response.prepare(request)
     clock = dashboard.runtime.clock
     started, sent, version = clock.monotonic(), "", -1
+    server_stopping = request.app[STREAMS_END]
     try:
-        while clock.monotonic() - started < EVENTS_MAX_S and not request.transport.is_closing():  # type: ignore[union-attr]
+        while (clock.monotonic() - started < EVENTS_MAX_S and not server_stopping.is_set()
+               and not request.transport.is_closing()):  # type: ignore[union-attr]
             version = await chat.changed_since(version, EVENTS_RECHECK_S)
             state = json.dumps(await _snapshot(dashboard, chat, selected))
             # Database-only changes (a route decided) show on the next recheck; unchanged states are not sent.
@@ -237,7 +252,11 @@ def _thread(dashboard: Dashboard, chat: LocalChat, thread_ts: str, events: list[
 
 
 def _escalation(chat: LocalChat, escalation: Escalation, thread_ts: str | None) -> dict[str, Any]:
-    post = next((p for p in chat.posts if p.channel == escalation.page_channel and p.ts == escalation.page_ts), None)
+    recorded = next((p for p in chat.posts if p.channel == escalation.page_channel and p.ts == escalation.page_ts),
+                    None)
+    # Until the round is recorded (a moment after posting), the newest page posted for it stands in.
+    post = recorded or next((p for p in reversed(chat.posts)
+                             if p.page is not None and p.page.escalation_id == escalation.id), None)
     return {
         "id": escalation.id, "state": escalation.state, "trigger": escalation.trigger, "route": escalation.route,
         "reason": escalation.reason, "summary": escalation.summary, "requester": escalation.requester,
@@ -346,8 +365,12 @@ async def _human_request(dashboard: Dashboard, chat: LocalChat, request: web.Req
     result = await dashboard.runtime.escalations.request_human(
         chat.team, PLAYGROUND_CHANNEL, thread_ts, CUSTOMER_USER,
         trigger="feedback" if trigger == "feedback" else "user_request")
-    status = {"done": 201, "already": 409}.get(result, 404)
-    return web.json_response({"result": result}, status=status)
+    if result == "done":
+        return web.json_response({"result": result}, status=201)
+    # The page shows `error` to the customer, as Slack tells them in the thread.
+    already = result == "already"
+    return web.json_response({"result": result, "error": HUMAN_ALREADY if already else HUMAN_NOT_FOUND},
+                             status=409 if already else 404)
 
 
 async def _escalation_action(dashboard: Dashboard, request: web.Request) -> web.StreamResponse:

@@ -10,11 +10,13 @@ from typing import Any
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from bot.escalation.service import HUMAN_ALREADY
 from bot.llm.base import LLMRequest, LLMResponse
 from bot.local_chat import LOCAL_PAGE_CHANNEL, LocalChat
 from bot.ports import Capabilities
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.web.playground import plain
 from tests.web.conftest import ClientFactory, csrf_token
 
 
@@ -76,6 +78,8 @@ async def test_a_question_gets_a_reply_in_its_thread_with_the_route_and_why(
     assert customer["kind"] == "customer" and customer["text"] == "the app crashes every time I upload a file"
     assert customer["decision"]["route"] == "technical" and customer["decision"]["reason"]
     assert bot["kind"] == "bot" and "technical support engineer" in bot["text"]
+    # The answer's Markdown is shown as plain text, without its markers.
+    assert bot["text"].startswith("(offline mode: no ANTHROPIC_API_KEY is set")
     assert state["thread"]["inspect_url"] == f"/conversations/{state['thread']['conversation_id']}"
     assert [t["thread_ts"] for t in state["threads"]] == [thread]
 
@@ -221,6 +225,19 @@ async def test_answers_appear_in_the_playground_while_they_are_written(
         await runtime.close()
 
 
+async def test_open_event_streams_end_when_the_server_shuts_down(runtime: Runtime, make_client: ClientFactory) -> None:
+    play = await playground(await make_client(runtime))
+    events = await play.client.get("/api/playground/events")
+    async with asyncio.timeout(20):
+        async for state in read_events(events):
+            assert state["threads"] == []
+            break
+        # A tab left open must not hold back `supportbot serve`'s shutdown until the stream's own end.
+        await play.client.app.shutdown()
+        await events.content.read()
+    assert events.content.at_eof()
+
+
 async def test_the_customer_rates_answers_and_a_thumbs_down_offers_a_person(
     runtime: Runtime, make_client: ClientFactory
 ) -> None:
@@ -249,5 +266,17 @@ async def test_the_customer_rates_answers_and_a_thumbs_down_offers_a_person(
     state = await play.state(thread)
     [page] = state["escalations"]
     assert page["trigger"] == "feedback" and state["thread"]["state"] == "escalated"
+    # Pressing the offer again says a person was already asked, as Slack says it.
+    again = await play.client.post("/api/playground/human-requests", headers=play.headers,
+                                   json={"thread_ts": thread, "trigger": "feedback"})
+    assert again.status == 409 and (await again.json())["error"] == HUMAN_ALREADY
     logged = await (await play.client.get("/api/decisions?channel=CPLAYGROUND")).json()
     assert [(row["feedback"], row["resolution"]) for row in logged["decisions"]] == [("bad", "escalated")]
+
+
+def test_answers_read_as_plain_text_without_markdown_markers() -> None:
+    markdown = ("_(offline mode: no ANTHROPIC_API_KEY is set)_\n# Refunds\nFrom our docs, **Refunds**:\n"
+                "> Paid back in 14 days, see [the guide](https://example.com/a_b_c).\nsnake_case and 2 * 3 * 4")
+    assert plain(markdown) == ("(offline mode: no ANTHROPIC_API_KEY is set)\nRefunds\nFrom our docs, Refunds:\n"
+                               "Paid back in 14 days, see the guide (https://example.com/a_b_c).\n"
+                               "snake_case and 2 * 3 * 4")
